@@ -1,0 +1,1 @@
+"""Certification statistics (pure numpy/scipy)."""
