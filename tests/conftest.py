@@ -1,4 +1,4 @@
-"""Test-session environment: isolated Prefect home, no telemetry, single-threaded torch by default."""
+"""Test-session environment: isolated Prefect home, no telemetry, one torch thread."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Datasets: synthetic (embedded default), Cityscapes, Pascal-Context, generic image/mask folders."""
+"""Datasets: synthetic (embedded default), Cityscapes, Pascal-Context, image/mask folders."""
