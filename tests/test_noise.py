@@ -1,0 +1,202 @@
+"""Tests for certseg.noise: σ→timestep rules, resize attenuation, keyed noise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from certseg.noise import (
+    PHASES,
+    RESIZE_MODES,
+    from_model_range,
+    noise_seed,
+    resize_attenuation,
+    resize_images,
+    resize_weight_matrix,
+    sample_noise,
+    timestep_for_sigma,
+    to_model_range,
+)
+
+
+def linear_alphas_cumprod() -> np.ndarray:
+    """DDPM linear 1000-step schedule (1e-4 … 0.02), computed independently of diffusers."""
+    betas = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
+    return np.cumprod(1.0 - betas)
+
+
+@pytest.mark.parametrize(("sigma", "expected"), [(0.25, 145), (0.33, 185), (0.5, 259)])
+def test_matched_timesteps_linear_schedule(sigma: float, expected: int) -> None:
+    assert timestep_for_sigma(linear_alphas_cumprod(), sigma) == expected
+
+
+@pytest.mark.parametrize(("sigma", "expected"), [(0.25, 73), (0.33, 96), (0.5, 144)])
+def test_laousy2023_timesteps_linear_schedule(sigma: float, expected: int) -> None:
+    assert timestep_for_sigma(linear_alphas_cumprod(), sigma, rule="laousy2023") == expected
+
+
+def test_matched_timestep_is_smallest_satisfying_t() -> None:
+    alpha_bar = linear_alphas_cumprod()
+    for sigma in (0.01, 0.1, 0.25, 0.7, 1.5):
+        t = timestep_for_sigma(alpha_bar, sigma)
+        ratio = np.sqrt((1 - alpha_bar) / alpha_bar)
+        assert ratio[t] >= 2 * sigma
+        assert t == 0 or ratio[t - 1] < 2 * sigma
+
+
+def test_diffusers_schedule_agrees() -> None:
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)
+    assert timestep_for_sigma(scheduler.alphas_cumprod, 0.5) == 259
+
+
+def test_attenuation_halves_the_noise_std_fed_to_the_rule() -> None:
+    # a = 1/2 at σ: same t* as σ/2 without resize (Cityscapes 1024×2048 → 512×1024 by area).
+    alpha_bar = linear_alphas_cumprod()
+    assert timestep_for_sigma(alpha_bar, 0.5, attenuation=0.5) == timestep_for_sigma(
+        alpha_bar, 0.25
+    )
+    # The laousy2023 rule ignores the attenuation by design.
+    assert timestep_for_sigma(alpha_bar, 0.5, attenuation=0.5, rule="laousy2023") == 144
+
+
+@pytest.mark.parametrize(
+    ("sigma", "kwargs"),
+    [
+        (0.0, {}),
+        (-0.1, {}),
+        (float("nan"), {}),
+        (0.25, {"rule": "dds"}),
+        (0.25, {"attenuation": 0}),
+    ],
+)
+def test_timestep_rejects_bad_arguments(sigma: float, kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        timestep_for_sigma(linear_alphas_cumprod(), sigma, **kwargs)  # type: ignore[arg-type]
+
+
+def test_timestep_rejects_sigma_beyond_schedule() -> None:
+    alpha_bar = linear_alphas_cumprod()
+    max_sigma = np.sqrt((1 - alpha_bar[-1]) / alpha_bar[-1]) / 2
+    assert timestep_for_sigma(alpha_bar, max_sigma * 0.999) <= 999
+    with pytest.raises(ValueError, match="beyond the schedule"):
+        timestep_for_sigma(alpha_bar, max_sigma * 1.01)
+    with pytest.raises(ValueError, match="beyond the schedule"):
+        timestep_for_sigma(alpha_bar[:100], 1.0, rule="laousy2023")
+
+
+def test_timestep_rejects_increasing_schedule() -> None:
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        timestep_for_sigma(linear_alphas_cumprod()[::-1], 0.25)
+
+
+def test_model_range_roundtrip() -> None:
+    x = torch.rand(2, 3, 4, 4)
+    assert torch.allclose(to_model_range(x), 2 * x - 1)
+    assert torch.allclose(from_model_range(to_model_range(x)), x)
+
+
+def test_exact_four_pixel_average_attenuation_is_half() -> None:
+    assert resize_attenuation((1024, 2048), (512, 1024), "area") == pytest.approx(0.5, abs=1e-12)
+    assert resize_attenuation((64, 64), (64, 64), "bilinear") == 1.0
+
+
+@pytest.mark.parametrize("mode", RESIZE_MODES)
+@pytest.mark.parametrize(("in_hw", "out_hw"), [((12, 10), (5, 7)), ((6, 5), (9, 13))])
+def test_attenuation_matches_full_2d_operator(
+    mode: str, in_hw: tuple[int, int], out_hw: tuple[int, int]
+) -> None:
+    # Independent: build the full 2-D operator by pushing every 2-D impulse through the resize.
+    h, w = in_hw
+    impulses = torch.eye(h * w, dtype=torch.float64).reshape(1, h * w, h, w)
+    operator = resize_images(impulses, out_hw, mode)[0].reshape(h * w, -1).T.numpy()
+    per_pixel_std = np.sqrt((operator**2).sum(axis=1))
+    expected = float(np.sqrt(np.mean(per_pixel_std**2)))
+    assert resize_attenuation(in_hw, out_hw, mode) == pytest.approx(expected, rel=1e-10)
+
+
+def test_attenuation_matches_monte_carlo() -> None:
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(200, 1, 32, 48, generator=generator, dtype=torch.float64)
+    resized = resize_images(noise, (16, 20), "bilinear")
+    measured = float(resized.pow(2).mean().sqrt())
+    assert measured == pytest.approx(resize_attenuation((32, 48), (16, 20), "bilinear"), rel=0.02)
+
+
+def test_weight_matrix_rows_sum_to_one() -> None:
+    for mode in RESIZE_MODES:
+        weights = resize_weight_matrix(17, 6, mode)
+        assert weights.shape == (6, 17)
+        assert np.allclose(weights.sum(axis=1), 1.0)
+
+
+def test_resize_rejects_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        resize_attenuation((8, 8), (4, 4), "lanczos")
+
+
+def test_noise_is_pure_function_of_key() -> None:
+    a = sample_noise((3, 8, 8), seed=1, image_key="img-0", phase="estimation", index=5)
+    b = sample_noise((3, 8, 8), seed=1, image_key="img-0", phase="estimation", index=5)
+    assert a.dtype == torch.float32
+    assert torch.equal(a, b)
+    variants = [
+        sample_noise((3, 8, 8), seed=2, image_key="img-0", phase="estimation", index=5),
+        sample_noise((3, 8, 8), seed=1, image_key="img-1", phase="estimation", index=5),
+        sample_noise((3, 8, 8), seed=1, image_key="img-0", phase="selection", index=5),
+        sample_noise((3, 8, 8), seed=1, image_key="img-0", phase="estimation", index=6),
+    ]
+    for other in variants:
+        assert not torch.allclose(a, other)
+
+
+def test_noise_seeds_distinct_across_indices_and_phases() -> None:
+    seeds = {
+        noise_seed(seed=0, image_key="x", phase=phase, index=i)
+        for phase in PHASES
+        for i in range(500)
+    }
+    assert len(seeds) == 500 * len(PHASES)
+
+
+def test_noise_is_standard_normal() -> None:
+    draws = torch.stack(
+        [sample_noise((64,), seed=3, image_key="k", phase="selection", index=i) for i in range(200)]
+    )
+    assert abs(float(draws.mean())) < 0.02  # 12,800 draws: std of mean ~0.009
+    assert float(draws.std()) == pytest.approx(1.0, abs=0.03)
+    # Independent across indices: sample correlation between consecutive draws is small.
+    corr = np.corrcoef(draws[:-1].flatten().numpy(), draws[1:].flatten().numpy())[0, 1]
+    assert abs(corr) < 0.04
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"seed": -1},
+        {"index": -1},
+        {"phase": "train"},
+        {"image_key": ""},
+        {"seed": 1.5},
+    ],
+)
+def test_noise_rejects_bad_keys(kwargs: dict[str, object]) -> None:
+    args: dict[str, object] = {"seed": 0, "image_key": "a", "phase": "selection", "index": 0}
+    args.update(kwargs)
+    with pytest.raises(ValueError):
+        sample_noise((2,), **args)  # type: ignore[arg-type]
+
+
+def test_noise_module_does_not_import_torch() -> None:
+    code = (
+        "import sys, certseg.noise as n; n.timestep_for_sigma([0.9, 0.5], 0.1); "
+        "n.noise_seed(seed=0, image_key='a', phase='selection', index=0); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
