@@ -1,1 +1,49 @@
-"""Certification statistics (pure numpy/scipy)."""
+"""Certification statistics (pure numpy/scipy): votes → counts → certified labels, radii, metrics.
+
+No torch, no files, no randomness. See ../../../shared/METHOD.md §3-4 for the method and units.
+"""
+
+from __future__ import annotations
+
+from certseg.stats.bounds import (
+    binomial_pvalues,
+    clopper_pearson_lower,
+    lower_bound_table,
+    min_count_to_certify,
+    pvalue_table,
+)
+from certseg.stats.certify import CertificationResult, certify_pixels, pixel_radii
+from certseg.stats.constants import ABSTAIN
+from certseg.stats.correction import (
+    CORRECTIONS,
+    Correction,
+    bonferroni_reject,
+    holm_reject,
+    reject_by_count,
+)
+from certseg.stats.metrics import ConfusionAccumulator, SegmentationMetrics, segmentation_metrics
+from certseg.stats.votes import count_agreement, count_votes, labels_from_votes, select_labels
+
+__all__ = [
+    "ABSTAIN",
+    "CORRECTIONS",
+    "CertificationResult",
+    "ConfusionAccumulator",
+    "Correction",
+    "SegmentationMetrics",
+    "binomial_pvalues",
+    "bonferroni_reject",
+    "certify_pixels",
+    "clopper_pearson_lower",
+    "count_agreement",
+    "count_votes",
+    "holm_reject",
+    "labels_from_votes",
+    "lower_bound_table",
+    "min_count_to_certify",
+    "pixel_radii",
+    "pvalue_table",
+    "reject_by_count",
+    "segmentation_metrics",
+    "select_labels",
+]

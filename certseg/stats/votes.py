@@ -1,0 +1,102 @@
+"""Votes of the base classifier: per-class counts, the selected (mode) class and agreement counts k.
+
+A class map is one prediction of the base classifier f on one noisy copy of the image: (H, W)
+integer class indices in [0, C). A stack of N of them is (N, H, W). Counts are int32 (N < 2**31).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from certseg.stats._checks import check_integer_array
+
+
+def _check_num_classes(num_classes: object) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return int(num_classes)
+
+
+def _check_class_maps(class_maps: object, num_classes: int, name: str) -> np.ndarray:
+    array = check_integer_array(class_maps, name)
+    if array.ndim != 3:
+        raise ValueError(f"{name} must have shape (N, H, W), got shape {array.shape}")
+    if array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"{name} must hold class indices in [0, num_classes = {num_classes}), "
+                f"got values in [{low}, {high}]"
+            )
+    return array
+
+
+def count_votes(class_maps: np.ndarray, num_classes: int) -> np.ndarray:
+    """Count, per pixel, how many of the N class maps vote for each class.
+
+    class_maps: (N, H, W) integer class indices in [0, num_classes). Returns (C, H, W) int32 with
+    ``counts[c, i, j] = #{s : class_maps[s, i, j] == c}``; ``counts.sum(0) == N`` everywhere.
+    Counts of disjoint chunks of samples add up, so a stream of chunks can be counted piecewise.
+    Cost: O(C · N · H · W) byte comparisons, memory O(C · H · W) (no (N, H, W) temporaries).
+    """
+    num_classes = _check_num_classes(num_classes)
+    maps = _check_class_maps(class_maps, num_classes, "class_maps")
+    _, height, width = maps.shape
+    counts = np.zeros((num_classes, height, width), dtype=np.int32)
+    for sample in maps:
+        for c in range(num_classes):
+            counts[c] += sample == c
+    return counts
+
+
+def select_labels(selection: np.ndarray, num_classes: int) -> np.ndarray:
+    """The per-pixel mode of the selection class maps (METHOD §3 step 1), ties to the lowest class.
+
+    selection: (n0, H, W) integer class indices in [0, num_classes), n0 >= 1.
+    Returns (H, W) int32 selected classes ĉ.
+    """
+    maps = np.asarray(selection)
+    if maps.ndim == 3 and maps.shape[0] == 0:
+        raise ValueError("selection must hold at least one class map (n0 >= 1), got n0 = 0")
+    votes = count_votes(maps, num_classes)
+    # np.argmax returns the first maximum: ties go to the lowest class index.
+    selected: np.ndarray = np.argmax(votes, axis=0).astype(np.int32)
+    return selected
+
+
+def labels_from_votes(votes: np.ndarray) -> np.ndarray:
+    """Mode per pixel of (C, H, W) vote counts (e.g. summed over chunks), ties to the lowest class.
+
+    Returns (H, W) int32; equals ``select_labels`` of the class maps the votes were counted from.
+    """
+    array = check_integer_array(votes, "votes")
+    if array.ndim != 3 or array.shape[0] < 1:
+        raise ValueError(f"votes must have shape (C, H, W) with C >= 1, got shape {array.shape}")
+    selected: np.ndarray = np.argmax(array, axis=0).astype(np.int32)
+    return selected
+
+
+def count_agreement(estimation: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Count, per pixel, the estimation class maps that agree with the label (METHOD §3 step 2).
+
+    estimation: (n, H, W) integer class maps; labels: (H, W) integer selected classes.
+    Returns (H, W) int32 counts k in [0, n]. A label that no map predicts (e.g. ABSTAIN) gets k = 0.
+    Memory O(H · W): the maps are compared one at a time.
+    """
+    maps = check_integer_array(estimation, "estimation")
+    selected = check_integer_array(labels, "labels")
+    if maps.ndim != 3:
+        raise ValueError(f"estimation must have shape (n, H, W), got shape {maps.shape}")
+    if selected.shape != maps.shape[1:]:
+        raise ValueError(
+            f"labels must have shape (H, W) = {maps.shape[1:]} to match estimation, "
+            f"got shape {selected.shape}"
+        )
+    counts = np.zeros(selected.shape, dtype=np.int32)
+    for sample in maps:
+        counts += sample == selected
+    return counts
