@@ -8,7 +8,7 @@ is started in its own session (process group) and the whole group is sent SIGTER
   processes behind nannies), workers with one BLAS/torch thread.
 - ``s3_server``: ``python -m moto.server`` with a bucket created through s3fs.
 - ``prefect_server``: ``prefect server start`` with a temporary PREFECT_HOME (its own SQLite DB).
-- ``prefect_worker``: a ``process`` work pool on that server and ``prefect worker start`` polling it.
+- ``prefect_worker``: a ``process`` work pool on that server, ``prefect worker start`` polling it.
 
 A missing engine makes a fixture raise, so the test FAILS rather than skips: these engines are
 dependencies of the dev install (``pip install -e '.[dev]'``).
@@ -120,10 +120,8 @@ class EngineProcess:
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
         # The leader may be gone while children (nannies, flow-run subprocesses) linger.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
@@ -333,7 +331,8 @@ def prefect_worker(prefect_server: PrefectServer, engine_logs: Path) -> Iterator
 
     def polling() -> bool:
         try:
-            workers = prefect_api(prefect_server, "POST", f"/work_pools/{WORK_POOL}/workers/filter", {})
+            path = f"/work_pools/{WORK_POOL}/workers/filter"
+            workers = prefect_api(prefect_server, "POST", path, {})
         except (urllib.error.URLError, OSError, ValueError):
             return False
         return any(w.get("name") == worker_name for w in workers)
@@ -360,7 +359,9 @@ DASK_WORKERS = 2
 
 
 @pytest.fixture(scope="session")
-def dask_cluster(engine_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+def dask_cluster(
+    engine_logs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DaskCluster]:
     """``dask scheduler`` + ``dask worker --nworkers 2 --nthreads 1`` with one BLAS thread each."""
     from distributed import Client
 
