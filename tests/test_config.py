@@ -1,0 +1,155 @@
+"""RunConfig: YAML loading, field-naming errors, config_id stability and what it ignores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from certseg.config import RunConfig, config_from_dict, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def _tiny() -> dict:
+    return yaml.safe_load(TINY.read_text())
+
+
+def test_tiny_and_demo_configs_load() -> None:
+    tiny = load_config(TINY)
+    assert isinstance(tiny, RunConfig)
+    assert tiny.sigmas == (0.25, 0.5)
+    assert tiny.denoiser_groups() == {"none": ("clean", "noise-0.25"), "ddpm": ("denoised",)}
+    demo = load_config(REPO / "configs" / "demo.yaml")
+    assert (demo.n0, demo.n, demo.tau, demo.alpha) == (10, 100, 0.75, 0.001)
+    assert demo.correction == "holm"
+    assert demo.sigmas == (0.25, 0.5)
+
+
+def test_config_is_frozen() -> None:
+    config = load_config(TINY)
+    with pytest.raises(ValueError):
+        config.n = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("tau",), 0.4, "config.tau: must be in (0.5, 1), got 0.4"),
+        (("alpha",), 1.5, "config.alpha: must be in (0, 1), got 1.5"),
+        (("correction",), "sidak", "config.correction"),
+        (("n0",), 0, "config.n0"),
+        (("sigmas",), [0.25, -1.0], "config.sigmas: every sigma must be > 0"),
+        (("dataset", "kind"), "imagenet", "config.dataset.kind"),
+        (("sampling", "batch_size"), 0, "config.sampling.batch_size"),
+        (("sampling", "bf16"), "maybe", "config.sampling.bf16"),
+        (("variants", 2, "denoiser"), "missing-one", "config.variants.2.denoiser"),
+        (("variants", 0, "segmenter"), "nope", "config.variants.0.segmenter"),
+        (("health", "floor"), 2.0, "config.health.floor"),
+    ],
+)
+def test_errors_name_the_field(path: tuple, value: object, expected: str) -> None:
+    data = _tiny()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ValueError) as info:
+        config_from_dict(data)
+    assert expected in str(info.value)
+
+
+def test_unknown_key_and_missing_field_are_named() -> None:
+    data = _tiny()
+    data["sampling"]["batchsize"] = 3
+    with pytest.raises(ValueError, match=r"config\.sampling\.batchsize"):
+        config_from_dict(data)
+    data = _tiny()
+    del data["n"]
+    with pytest.raises(ValueError, match=r"config\.n: Field required"):
+        config_from_dict(data)
+
+
+def test_segmenter_by_sigma_must_cover_sigmas() -> None:
+    data = _tiny()
+    data["variants"].append(
+        {"name": "matched", "segmenter_by_sigma": {0.25: "noise-0.25"}, "label": "x"}
+    )
+    with pytest.raises(ValueError, match=r"config\.variants\.3\.segmenter_by_sigma"):
+        config_from_dict(data)
+    data["variants"][-1]["segmenter_by_sigma"] = {0.25: "noise-0.25", 0.5: "clean"}
+    config = config_from_dict(data)
+    assert config.variant("matched").segmenter_for(0.5) == "clean"
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_config_id_is_stable_and_ignores_non_sample_fields() -> None:
+    base = config_from_dict(_tiny())
+    # A pinned value: changing what determines the samples must be a conscious act.
+    assert base.config_id == config_from_dict(_tiny()).config_id
+    assert len(base.config_id) == 64
+    ignored = [
+        ("alpha", 0.01),
+        ("tau", 0.9),
+        ("correction", "bonferroni"),
+        ("shards", 3),
+        ("name", "other"),
+    ]
+    for key, value in ignored:
+        data = _tiny()
+        data[key] = value
+        assert config_from_dict(data).config_id == base.config_id, key
+    for section, key, value in [
+        ("sampling", "batch_size", 3),
+        ("sampling", "device", "cuda"),
+        ("sampling", "threads", 2),
+        ("store", "url", "s3://bucket/x.zarr"),
+        ("tracking", "uri", "http://mlflow:5000"),
+        ("dask", "address", "tcp://sched:8786"),
+        ("health", "floor", 0.9),
+    ]:
+        data = _tiny()
+        data[section][key] = value
+        assert config_from_dict(data).config_id == base.config_id, (section, key)
+    data = _tiny()
+    data["variants"][0]["label"] = "renamed label"
+    assert config_from_dict(data).config_id == base.config_id
+    changed = [("n", 9), ("n0", 4), ("seed", 1), ("sigmas", [0.25, 0.33])]
+    for key, value in changed:
+        data = _tiny()
+        data[key] = value
+        assert config_from_dict(data).config_id != base.config_id, key
+    for section, key, value in [
+        ("dataset", "num_images", 5),
+        ("sampling", "bf16", True),
+        ("sampling", "samples_per_chunk", 2),
+    ]:
+        data = _tiny()
+        data[section][key] = value
+        assert config_from_dict(data).config_id != base.config_id, (section, key)
+    data = _tiny()
+    data["denoisers"]["ddpm"]["timestep_rule"] = "laousy2023"
+    assert config_from_dict(data).config_id != base.config_id
+
+
+def test_json_round_trip_and_flat_params() -> None:
+    config = load_config(TINY)
+    import json
+
+    again = config_from_dict(json.loads(config.to_json()))
+    assert again == config
+    assert again.config_id == config.config_id
+    params = config.flat_params()
+    assert params["tau"] == "0.6"
+    assert params["variants.2.denoiser"] == "ddpm"
+    assert params["segmenters.clean.path"] == "weights/segmenter-clean"
