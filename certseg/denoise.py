@@ -1,0 +1,272 @@
+"""A diffusion denoiser for denoised smoothing: diffusers UNet + scheduler, one-shot or k-step DDIM.
+
+METHOD.md §2: the input x̃ is in [0, 1] units with Gaussian noise of std σ already added (never
+clipped). y = 2x̃ − 1 carries noise std 2σ; an optional resize to the denoiser's resolution scales
+it by the resize's attenuation a; t* is the smallest t with sqrt((1 − ᾱ_t)/ᾱ_t) ≥ 2σa (or the
+"laousy2023" rule); x_t = sqrt(ᾱ_t*)·y (no noise is added); one-shot x̂₀ from the model's output
+(epsilon / v_prediction / sample; 2C-channel learned-variance outputs keep the first C), clipped to
+[−1, 1], resized back and mapped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from certseg.noise import (
+    RESIZE_MODES,
+    TIMESTEP_RULES,
+    from_model_range,
+    resize_attenuation,
+    resize_images,
+    timestep_for_sigma,
+    to_model_range,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
+
+
+def ddim_timesteps(t_star: int, num_steps: int) -> list[int]:
+    """The k = num_steps descending timesteps of the deterministic reverse process from t*.
+
+    round(linspace(t*, 0, k + 1))[:-1], duplicates removed (so fewer than k when t* < k); the
+    last step jumps to the clean image (ᾱ = 1). With k = 1 this is the one-shot x̂₀ at t*.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if t_star < 0:
+        raise ValueError(f"t_star must be >= 0, got {t_star}")
+    grid = np.rint(np.linspace(t_star, 0, num_steps + 1)[:-1]).astype(int)
+    return sorted({int(t) for t in grid}, reverse=True)
+
+
+def _resolution(value: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        pair: tuple[int, ...] = (value, value)
+    else:
+        pair = tuple(int(v) for v in value)
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(f"resolution must be an int or (height, width) > 0, got {value!r}")
+    return pair[0], pair[1]
+
+
+class DiffusionDenoiser:
+    """Denoise x̃ = x + σε ([0, 1] units) with a diffusion model at the timestep matching σ.
+
+    unet: a diffusers UNet2DModel (or any module called as unet(x, t).sample / returning a tensor)
+    whose input has C channels and output C or 2C channels. scheduler: a diffusers scheduler with
+    `alphas_cumprod` (T,) and `config.prediction_type`. resolution: run the UNet at this (H, W)
+    (or square int); None runs at the input size. resize_mode: see certseg.noise.RESIZE_MODES
+    ("bilinear" is antialiased). timestep_rule: "matched" or "laousy2023". num_steps: 1 = one-shot
+    x̂₀; k > 1 = deterministic DDIM (eta = 0) from t* to 0 in k steps. autocast_dtype: e.g.
+    torch.bfloat16 to run the UNet under torch.autocast; the output is always float32.
+    path: where the weights came from (for lineage; not read).
+    """
+
+    def __init__(
+        self,
+        unet: Any,
+        scheduler: Any,
+        *,
+        resolution: int | Sequence[int] | None = None,
+        resize_mode: str = "bilinear",
+        timestep_rule: str = "matched",
+        num_steps: int = 1,
+        autocast_dtype: torch.dtype | None = None,
+        path: str | Path | None = None,
+    ) -> None:
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+        if timestep_rule not in TIMESTEP_RULES:
+            raise ValueError(
+                f"timestep_rule must be one of {TIMESTEP_RULES}, got {timestep_rule!r}"
+            )
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+        alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
+        if alphas_cumprod is None:
+            raise ValueError(
+                "scheduler must expose alphas_cumprod (a diffusers DDPM/DDIM scheduler)"
+            )
+        prediction_type = getattr(getattr(scheduler, "config", None), "prediction_type", "epsilon")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"scheduler prediction_type must be one of {PREDICTION_TYPES}, got "
+                f"{prediction_type!r}"
+            )
+        if hasattr(alphas_cumprod, "detach"):
+            alphas_cumprod = alphas_cumprod.detach().cpu().double().numpy()
+        self.alphas_cumprod: np.ndarray = np.asarray(alphas_cumprod, dtype=np.float64)
+        self.unet = unet.eval() if hasattr(unet, "eval") else unet
+        self.scheduler = scheduler
+        self.prediction_type: str = prediction_type
+        self.resolution = _resolution(resolution)
+        self.resize_mode = resize_mode
+        self.timestep_rule = timestep_rule
+        self.num_steps = num_steps
+        self.autocast_dtype = autocast_dtype
+        self.path = None if path is None else Path(path)
+        self._timesteps: dict[tuple[float, float], int] = {}
+        self._attenuations: dict[tuple[int, int], float] = {}
+
+    @property
+    def in_channels(self) -> int:
+        """Channels the UNet expects (3 for RGB)."""
+        config = getattr(self.unet, "config", None)
+        return int(getattr(config, "in_channels", 3))
+
+    def to(self, device: torch.device | str) -> DiffusionDenoiser:
+        """Move the UNet to `device` (in place); returns self."""
+        self.unet.to(device)
+        return self
+
+    def attenuation(self, in_hw: tuple[int, int]) -> float:
+        """Noise-std attenuation of the resize from in_hw to the denoiser resolution (1 if none)."""
+        if self.resolution is None or tuple(in_hw) == self.resolution:
+            return 1.0
+        key = (int(in_hw[0]), int(in_hw[1]))
+        if key not in self._attenuations:
+            self._attenuations[key] = resize_attenuation(key, self.resolution, self.resize_mode)
+        return self._attenuations[key]
+
+    def timestep(self, sigma: float, attenuation: float = 1.0) -> int:
+        """t* for noise std σ ([0, 1] units) after a resize of std factor `attenuation` (cached)."""
+        key = (float(sigma), float(attenuation))
+        if key not in self._timesteps:
+            self._timesteps[key] = timestep_for_sigma(
+                self.alphas_cumprod, sigma, attenuation=attenuation, rule=self.timestep_rule
+            )
+        return self._timesteps[key]
+
+    def timestep_for_input(self, sigma: float, in_hw: tuple[int, int]) -> int:
+        """t* used for inputs of spatial size in_hw at noise σ."""
+        return self.timestep(sigma, self.attenuation(in_hw))
+
+    def _model_output(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        import torch
+
+        steps = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=x_t.device.type, dtype=self.autocast_dtype):
+                out = self.unet(x_t, steps)
+        else:
+            out = self.unet(x_t, steps)
+        out = getattr(out, "sample", out)
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"unet returned {type(out).__name__}, expected a tensor or .sample")
+        channels = x_t.shape[1]
+        if out.shape[1] == 2 * channels:
+            out = out[:, :channels]  # learned variance: [mean-part, variance-part]
+        elif out.shape[1] != channels:
+            raise ValueError(
+                f"unet output has {out.shape[1]} channels; expected {channels} or {2 * channels}"
+            )
+        return out.float()
+
+    def predict(self, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂₀, ε̂) at timestep t from the model output, per the scheduler's prediction type.
+
+        x_t: (B, C, h, w) in [−1, 1] units, scaled as sqrt(ᾱ_t)·x₀ + sqrt(1 − ᾱ_t)·ε. No clipping.
+        """
+        out = self._model_output(x_t, t)
+        a = float(self.alphas_cumprod[t])
+        sa, sb = math.sqrt(a), math.sqrt(1.0 - a)
+        if self.prediction_type == "epsilon":
+            return (x_t - sb * out) / sa, out
+        if self.prediction_type == "v_prediction":
+            return sa * x_t - sb * out, sa * out + sb * x_t
+        return out, (x_t - sa * out) / sb
+
+    def denoise(self, noisy: torch.Tensor, sigma: float) -> torch.Tensor:
+        """Denoise a batch: (B, C, H, W) x̃ in [0, 1] units (noise std σ, unclipped) → (B, C, H, W)
+        x̂ in [0, 1] units, float32, on the input's device. Gradient-free; works under
+        torch.inference_mode.
+        """
+        import torch
+
+        if noisy.ndim != 4 or noisy.shape[1] != self.in_channels:
+            raise ValueError(
+                f"noisy must be (B, {self.in_channels}, H, W), got {tuple(noisy.shape)}"
+            )
+        in_hw = (int(noisy.shape[-2]), int(noisy.shape[-1]))
+        with torch.no_grad():
+            y = to_model_range(noisy.float())
+            if self.resolution is not None and in_hw != self.resolution:
+                y = resize_images(y, self.resolution, self.resize_mode)
+            t_star = self.timestep_for_input(sigma, in_hw)
+            x = math.sqrt(float(self.alphas_cumprod[t_star])) * y
+            steps = ddim_timesteps(t_star, self.num_steps)
+            x0 = x
+            for i, t in enumerate(steps):
+                x0, eps = self.predict(x, t)
+                x0 = x0.clamp(-1.0, 1.0)
+                if i + 1 < len(steps):
+                    a_prev = float(self.alphas_cumprod[steps[i + 1]])
+                    x = math.sqrt(a_prev) * x0 + math.sqrt(1.0 - a_prev) * eps
+            if x0.shape[-2:] != noisy.shape[-2:]:
+                x0 = resize_images(x0, in_hw, self.resize_mode)
+            result: torch.Tensor = from_model_range(x0).clamp(0.0, 1.0)
+        return result
+
+    __call__ = denoise
+
+
+def _load_scheduler(folder: Path) -> Any:
+    import diffusers
+
+    config_file = folder / "scheduler_config.json"
+    if not config_file.is_file():
+        raise ValueError(f"scheduler folder {folder} has no scheduler_config.json")
+    class_name = json.loads(config_file.read_text()).get("_class_name", "DDPMScheduler")
+    scheduler_class = getattr(diffusers, str(class_name), None)
+    if scheduler_class is None or not hasattr(scheduler_class, "from_pretrained"):
+        raise ValueError(f"{config_file}: unknown scheduler class {class_name!r}")
+    return scheduler_class.from_pretrained(str(folder))
+
+
+def load_denoiser(
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    adm_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> DiffusionDenoiser:
+    """Load a DiffusionDenoiser from local files; nothing is downloaded.
+
+    path: a diffusers folder with `unet/` (UNet2DModel) and `scheduler/` subfolders, or a single
+    OpenAI guided-diffusion (ADM) `.pt` checkpoint (converted by certseg.adm; `adm_options` are
+    passed to `certseg.adm.load_adm_checkpoint`, e.g. {"flags": ADMFlags(...)}; default: the
+    256×256 unconditional preset). options: DiffusionDenoiser keyword arguments (resolution,
+    resize_mode, timestep_rule, num_steps, autocast_dtype).
+    """
+    source = Path(path)
+    if source.is_file():
+        if source.suffix not in (".pt", ".pth"):
+            raise ValueError(f"denoiser file {source} must be an ADM .pt/.pth checkpoint")
+        from certseg.adm import load_adm_checkpoint
+
+        unet, scheduler = load_adm_checkpoint(source, **dict(adm_options or {}))
+    elif source.is_dir():
+        from diffusers import UNet2DModel
+
+        for sub in ("unet", "scheduler"):
+            if not (source / sub).is_dir():
+                raise ValueError(f"denoiser folder {source} has no {sub}/ subfolder")
+        unet = UNet2DModel.from_pretrained(  # type: ignore[no-untyped-call]
+            str(source / "unet"), local_files_only=True
+        )
+        scheduler = _load_scheduler(source / "scheduler")
+    else:
+        raise ValueError(f"denoiser path {source} does not exist")
+    unet = unet.to(device).eval()
+    return DiffusionDenoiser(unet, scheduler, path=source, **options)
