@@ -20,7 +20,16 @@ DATASET_KINDS: tuple[str, ...] = get_args(DatasetKind)
 
 
 class DatasetError(ValueError):
-    """A dataset is not what certseg expects; the message names the file and the expectation."""
+    """A dataset is not what certseg expects; the message names the file and the expectation.
+
+    `file` (the path relative to the dataset root, when one file is at fault) and `reason` (the
+    message without the file) are what a skip_invalid validation records in the manifest.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.file = file
+        self.reason = reason if reason is not None else message
 
 
 @dataclass(frozen=True)
