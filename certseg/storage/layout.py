@@ -1,0 +1,252 @@
+"""The sample store's layout: every array's name, dims, dtype, chunks and fill (docs/storage.md).
+
+Layout version 1. N images, padded to the largest (H_max, W_max); `image_shape` holds each image's
+true (H, W) and readers crop to it. Every per-image array has one image per chunk, so a shard (a
+contiguous image range) owns whole chunks and concurrent writers never share one.
+
+    image_shape                                (image, axis)          int32   chunks (N, 2)
+    targets                                    (image, y, x)          int32   chunks (1, H, W)
+    samples/<sigma>/<variant>/selection        (image, sample, y, x)  u8|u16  chunks (1, b0, H, W)
+    samples/<sigma>/<variant>/estimation       (image, sample, y, x)  u8|u16  chunks (1, b, H, W)
+    done/<sigma>/<group>/selection|estimation  (image, block)         uint8   chunks (1, blocks)
+    clean/<segmenter>                          (image, y, x)          u8|u16  chunks (1, H, W)
+    done/clean/<segmenter>                     (image,)               uint8   chunks (1,)
+    counts/<sigma>/<variant>/labels_selected   (image, y, x)          int32   chunks (1, H, W)
+    counts/<sigma>/<variant>/k                 (image, y, x)          int32   chunks (1, H, W)
+    counts/<sigma>/<variant>/labels_smoothed   (image, y, x)          int32   chunks (1, H, W)
+    counts/<sigma>/<variant>/n                 (image,)               int32   chunks (1,)
+    health/<sigma>/<variant>                   (health_image, field)  int64   chunks (1, 2)
+
+<sigma> is `sigma_key(σ)` ("sigma_0.25"); <group> is a denoiser key or "none". b0 = min(n0,
+samples_per_chunk), b = min(n, samples_per_chunk). targets hold the dataset's ignore_index outside
+each image and where ignored. counts/.../n is the number of estimation samples the stored counts
+used (0: not computed); health fields are [correct, valid] pixel counts of one noisy draw
+(-1: not run).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+LAYOUT_VERSION = 1
+PHASES_STORED: tuple[str, ...] = ("selection", "estimation")
+"""Sampling phases whose class maps are stored (the health phase stores only pixel counts)."""
+
+DIMENSIONS: dict[str, tuple[str, ...]] = {
+    "image_shape": ("image", "axis"),
+    "targets": ("image", "y", "x"),
+    "samples": ("image", "sample", "y", "x"),
+    "done": ("image", "block"),
+    "clean": ("image", "y", "x"),
+    "clean_done": ("image",),
+    "counts": ("image", "y", "x"),
+    "counts_n": ("image",),
+    "health": ("health_image", "field"),
+}
+"""Dimension names of each array kind (stored as zarr v3 dimension_names)."""
+
+
+def sigma_key(sigma: float) -> str:
+    """The store's group name of a σ: "sigma_" + the shortest repr ("sigma_0.25")."""
+    return f"sigma_{float(sigma)!r}"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of the layout: path, shape, chunks, dtype name, fill value, dimension names."""
+
+    path: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: str
+    fill_value: int
+    dims: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StoreTemplate:
+    """Everything the store is created from, before any shard runs.
+
+    image_shapes: true (H, W) of each image, in image_ids order. variant_segmenters: variant →
+    (sigma_key → segmenter name). groups: denoiser group ("none" or a denoiser key) → variants.
+    health_ids: image ids of the held-out health set (may be empty).
+    """
+
+    config_id: str
+    config_json: str
+    code_version: str
+    manifest_sha256: str
+    dataset_name: str
+    image_ids: tuple[str, ...]
+    image_shapes: tuple[tuple[int, int], ...]
+    num_classes: int
+    class_names: tuple[str, ...]
+    ignore_index: int
+    sigmas: tuple[float, ...]
+    variants: tuple[str, ...]
+    variant_segmenters: dict[str, dict[str, str]]
+    groups: dict[str, tuple[str, ...]]
+    n0: int
+    n: int
+    samples_per_chunk: int
+    health_ids: tuple[str, ...] = ()
+    health_manifest_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.image_ids) != len(self.image_shapes):
+            raise ValueError(
+                f"StoreTemplate.image_shapes: {len(self.image_shapes)} shapes for "
+                f"{len(self.image_ids)} image_ids"
+            )
+        if not self.image_ids:
+            raise ValueError("StoreTemplate.image_ids: at least one image is required")
+        if self.num_classes < 1:
+            raise ValueError(f"StoreTemplate.num_classes must be >= 1, got {self.num_classes}")
+        for name in ("n0", "n", "samples_per_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"StoreTemplate.{name} must be >= 1, got {getattr(self, name)}")
+        grouped = sorted(v for names in self.groups.values() for v in names)
+        if grouped != sorted(self.variants):
+            raise ValueError("StoreTemplate.groups must partition the variants")
+
+    @property
+    def class_dtype(self) -> str:
+        """uint8 up to 256 classes, else uint16."""
+        return "uint8" if self.num_classes <= 256 else "uint16"
+
+    @property
+    def max_shape(self) -> tuple[int, int]:
+        """(H_max, W_max) over all images."""
+        return (
+            max(h for h, _ in self.image_shapes),
+            max(w for _, w in self.image_shapes),
+        )
+
+    def block_size(self, phase: str) -> int:
+        """Samples per chunk (a sample block) in a phase."""
+        total = self.phase_total(phase)
+        return min(total, self.samples_per_chunk)
+
+    def phase_total(self, phase: str) -> int:
+        """n0 for selection, n for estimation."""
+        if phase == "selection":
+            return self.n0
+        if phase == "estimation":
+            return self.n
+        raise ValueError(f"phase must be one of {PHASES_STORED}, got {phase!r}")
+
+    def num_blocks(self, phase: str) -> int:
+        """Number of sample blocks in a phase."""
+        return math.ceil(self.phase_total(phase) / self.block_size(phase))
+
+    def segmenters(self) -> tuple[str, ...]:
+        """Every segmenter some variant uses, sorted."""
+        return tuple(sorted({s for m in self.variant_segmenters.values() for s in m.values()}))
+
+    def array_specs(self) -> list[ArraySpec]:
+        """Every array of the layout (the frozen contract; see the module docstring)."""
+        num = len(self.image_ids)
+        h, w = self.max_shape
+        cls = self.class_dtype
+        specs = [
+            ArraySpec("image_shape", (num, 2), (num, 2), "int32", 0, DIMENSIONS["image_shape"]),
+            ArraySpec(
+                "targets", (num, h, w), (1, h, w), "int32", self.ignore_index, DIMENSIONS["targets"]
+            ),
+        ]
+        for sigma in self.sigmas:
+            key = sigma_key(sigma)
+            for variant in self.variants:
+                for phase in PHASES_STORED:
+                    total, block = self.phase_total(phase), self.block_size(phase)
+                    specs.append(
+                        ArraySpec(
+                            f"samples/{key}/{variant}/{phase}",
+                            (num, total, h, w),
+                            (1, block, h, w),
+                            cls,
+                            0,
+                            DIMENSIONS["samples"],
+                        )
+                    )
+                for name in ("labels_selected", "k", "labels_smoothed"):
+                    specs.append(
+                        ArraySpec(
+                            f"counts/{key}/{variant}/{name}",
+                            (num, h, w),
+                            (1, h, w),
+                            "int32",
+                            0,
+                            DIMENSIONS["counts"],
+                        )
+                    )
+                specs.append(
+                    ArraySpec(
+                        f"counts/{key}/{variant}/n",
+                        (num,),
+                        (1,),
+                        "int32",
+                        0,
+                        DIMENSIONS["counts_n"],
+                    )
+                )
+                if self.health_ids:
+                    specs.append(
+                        ArraySpec(
+                            f"health/{key}/{variant}",
+                            (len(self.health_ids), 2),
+                            (1, 2),
+                            "int64",
+                            -1,
+                            DIMENSIONS["health"],
+                        )
+                    )
+            for group in self.groups:
+                for phase in PHASES_STORED:
+                    blocks = self.num_blocks(phase)
+                    specs.append(
+                        ArraySpec(
+                            f"done/{key}/{group}/{phase}",
+                            (num, blocks),
+                            (1, blocks),
+                            "uint8",
+                            0,
+                            DIMENSIONS["done"],
+                        )
+                    )
+        for segmenter in self.segmenters():
+            specs.append(
+                ArraySpec(f"clean/{segmenter}", (num, h, w), (1, h, w), cls, 0, DIMENSIONS["clean"])
+            )
+            specs.append(
+                ArraySpec(
+                    f"done/clean/{segmenter}", (num,), (1,), "uint8", 0, DIMENSIONS["clean_done"]
+                )
+            )
+        return specs
+
+    def root_attrs(self) -> dict[str, Any]:
+        """The root group's attributes (JSON-ready); `template_complete` is added last."""
+        return {
+            "layout_version": LAYOUT_VERSION,
+            "config_id": self.config_id,
+            "config": self.config_json,
+            "code_version": self.code_version,
+            "dataset_manifest_sha256": self.manifest_sha256,
+            "dataset_name": self.dataset_name,
+            "image_ids": list(self.image_ids),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "ignore_index": self.ignore_index,
+            "sigmas": list(self.sigmas),
+            "variants": list(self.variants),
+            "variant_segmenters": self.variant_segmenters,
+            "groups": {k: list(v) for k, v in self.groups.items()},
+            "n0": self.n0,
+            "n": self.n,
+            "samples_per_chunk": self.samples_per_chunk,
+            "health_ids": list(self.health_ids),
+            "health_manifest_sha256": self.health_manifest_sha256,
+        }

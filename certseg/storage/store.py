@@ -1,0 +1,434 @@
+"""Open or create the Zarr sample store and read/write it in chunk-aligned regions.
+
+One process creates the store (`SampleStore.create`) from a `StoreTemplate`, with every array at
+full size and the targets written, before any shard runs; the root attribute `template_complete`
+is set last. Afterwards writers only fill regions: one image × one sample block per write, which
+is exactly one chunk, so concurrent shards never share a chunk. A completion flag is written after
+the data by the same owner, so a crash leaves the block unflagged and it is redone on resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from certseg.storage.layout import (
+    LAYOUT_VERSION,
+    PHASES_STORED,
+    StoreTemplate,
+    sigma_key,
+)
+
+
+class StoreError(ValueError):
+    """The store is missing, incomplete or not a certseg store; the message names its URL."""
+
+
+class StoreMismatchError(StoreError):
+    """The store was written under another config_id; nothing is overwritten."""
+
+
+def open_zarr_store(
+    url: str, storage_options: Mapping[str, Any] | None = None, *, read_only: bool = False
+) -> Any:
+    """A zarr v3 store for a local path (or file://) or any fsspec URL (s3://, memory://...)."""
+    import zarr.storage
+
+    if "://" not in url or url.startswith("file://"):
+        path = url[len("file://") :] if url.startswith("file://") else url
+        return zarr.storage.LocalStore(path, read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(
+        url, storage_options=dict(storage_options or {}), read_only=read_only
+    )
+
+
+def _root_attrs(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The root group's attributes, or None when there is no zarr group at url."""
+    import zarr
+
+    try:
+        group = zarr.open_group(open_zarr_store(url, storage_options, read_only=True), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return None
+    except Exception as error:  # a path that exists but is not a group, unreadable metadata
+        if "not found" in str(error).lower() or "no group" in str(error).lower():
+            return None
+        raise StoreError(f"store {url!r}: cannot read it as a zarr group: {error}") from error
+    return dict(group.attrs)
+
+
+class SampleStore:
+    """A certseg sample store (zarr v3 group) at `url`; layout: certseg.storage.layout."""
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None, group: Any) -> None:
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self.group = group
+        attrs = dict(group.attrs)
+        self.attrs = attrs
+        self.config_id: str = attrs["config_id"]
+        self.image_ids: tuple[str, ...] = tuple(attrs["image_ids"])
+        self.num_classes: int = int(attrs["num_classes"])
+        self.ignore_index: int = int(attrs["ignore_index"])
+        self.sigmas: tuple[float, ...] = tuple(float(s) for s in attrs["sigmas"])
+        self.variants: tuple[str, ...] = tuple(attrs["variants"])
+        self.groups: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in attrs["groups"].items()}
+        self.variant_segmenters: dict[str, dict[str, str]] = attrs["variant_segmenters"]
+        self.n0: int = int(attrs["n0"])
+        self.n: int = int(attrs["n"])
+        self.samples_per_chunk: int = int(attrs["samples_per_chunk"])
+        self.health_ids: tuple[str, ...] = tuple(attrs.get("health_ids", []))
+        self._shapes: np.ndarray | None = None
+        self._arrays: dict[str, Any] = {}
+
+    # --- creation and opening ------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        url: str,
+        template: StoreTemplate,
+        targets: Iterable[np.ndarray],
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> SampleStore:
+        """Create the store from a template, or open it when it already holds this config.
+
+        targets: one (H, W) integer array per image, in template.image_ids order (ignore_index
+        where not evaluated). An existing complete store with the same config_id is opened as is
+        (resume; targets are not read). A store with another config_id raises StoreMismatchError
+        naming both ids and the URL, and is left untouched. A store whose creation did not finish
+        (no `template_complete`) with the same config_id is created again.
+        """
+        import zarr
+
+        attrs = _root_attrs(url, storage_options)
+        if attrs is not None:
+            existing = attrs.get("config_id")
+            if existing is None:
+                raise StoreError(
+                    f"store {url!r} exists but is not a certseg store (no config_id attribute); "
+                    "refusing to overwrite it"
+                )
+            if existing != template.config_id:
+                raise StoreMismatchError(
+                    f"store {url!r} was written under config_id {existing}, but this run's "
+                    f"config_id is {template.config_id}; use another store URL (nothing was "
+                    "overwritten)"
+                )
+            if attrs.get("template_complete"):
+                return cls.open(url, storage_options=storage_options)
+        store = open_zarr_store(url, storage_options)
+        group = zarr.create_group(store, overwrite=True, attributes=template.root_attrs())
+        for spec in template.array_specs():
+            group.create_array(
+                name=spec.path,
+                shape=spec.shape,
+                chunks=spec.chunks,
+                dtype=spec.dtype,
+                fill_value=spec.fill_value,
+                dimension_names=list(spec.dims),
+                overwrite=True,
+            )
+        shapes = np.asarray(template.image_shapes, dtype=np.int32).reshape(-1, 2)
+        shape_array: Any = group["image_shape"]
+        shape_array[...] = shapes
+        height, width = template.max_shape
+        target_array: Any = group["targets"]
+        count = 0
+        for index, target in enumerate(targets):
+            if index >= len(template.image_ids):
+                raise ValueError(f"targets: more than {len(template.image_ids)} targets given")
+            target = np.asarray(target)
+            if tuple(target.shape) != tuple(template.image_shapes[index]):
+                raise ValueError(
+                    f"targets[{index}] (image {template.image_ids[index]!r}) has shape "
+                    f"{target.shape}, expected {template.image_shapes[index]}"
+                )
+            padded = np.full((height, width), template.ignore_index, dtype=np.int32)
+            padded[: target.shape[0], : target.shape[1]] = target
+            target_array[index] = padded
+            count += 1
+        if count != len(template.image_ids):
+            raise ValueError(f"targets: {count} given, expected {len(template.image_ids)}")
+        group.attrs["template_complete"] = True
+        return cls(url, storage_options, group)
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        read_only: bool = False,
+        config_id: str | None = None,
+    ) -> SampleStore:
+        """Open an existing, completely created store; check config_id when given."""
+        import zarr
+
+        attrs = _root_attrs(url, storage_options)
+        if attrs is None:
+            raise StoreError(f"no sample store at {url!r}")
+        if "config_id" not in attrs:
+            raise StoreError(f"{url!r} is not a certseg sample store (no config_id attribute)")
+        if attrs.get("layout_version") != LAYOUT_VERSION:
+            raise StoreError(
+                f"store {url!r} has layout_version {attrs.get('layout_version')}, this code "
+                f"reads {LAYOUT_VERSION}"
+            )
+        if not attrs.get("template_complete"):
+            raise StoreError(f"store {url!r} was not completely created (no template_complete)")
+        if config_id is not None and attrs["config_id"] != config_id:
+            raise StoreMismatchError(
+                f"store {url!r} was written under config_id {attrs['config_id']}, but this run's "
+                f"config_id is {config_id}"
+            )
+        store = open_zarr_store(url, storage_options, read_only=read_only)
+        group = zarr.open_group(store, mode="r" if read_only else "r+")
+        return cls(url, storage_options, group)
+
+    # --- layout views --------------------------------------------------------------------
+
+    def _array(self, path: str) -> Any:
+        if path not in self._arrays:
+            try:
+                self._arrays[path] = self.group[path]
+            except KeyError:
+                raise StoreError(f"store {self.url!r} has no array {path!r}") from None
+        return self._arrays[path]
+
+    @property
+    def image_shapes(self) -> np.ndarray:
+        """(N, 2) int32 true (H, W) of each image."""
+        if self._shapes is None:
+            self._shapes = np.asarray(self._array("image_shape")[...])
+        return self._shapes
+
+    @property
+    def num_images(self) -> int:
+        """N."""
+        return len(self.image_ids)
+
+    def block_size(self, phase: str) -> int:
+        """Samples per chunk in a phase (min(total, samples_per_chunk))."""
+        return min(self.phase_total(phase), self.samples_per_chunk)
+
+    def phase_total(self, phase: str) -> int:
+        """n0 (selection) or n (estimation)."""
+        if phase == "selection":
+            return self.n0
+        if phase == "estimation":
+            return self.n
+        raise ValueError(f"phase must be one of {PHASES_STORED}, got {phase!r}")
+
+    def blocks(self, phase: str) -> list[tuple[int, int]]:
+        """The sample blocks of a phase as (start, stop) ranges."""
+        total, size = self.phase_total(phase), self.block_size(phase)
+        return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+    def segmenter_of(self, variant: str, sigma: float) -> str:
+        """The segmenter a variant uses at σ."""
+        return self.variant_segmenters[variant][sigma_key(sigma)]
+
+    def _check_image(self, image: int) -> int:
+        if isinstance(image, bool) or not 0 <= int(image) < self.num_images:
+            raise ValueError(f"image must be an index in [0, {self.num_images}), got {image!r}")
+        return int(image)
+
+    def _crop(self, image: int) -> tuple[int, int]:
+        h, w = self.image_shapes[image]
+        return int(h), int(w)
+
+    # --- targets -------------------------------------------------------------------------
+
+    def read_target(self, image: int) -> np.ndarray:
+        """(H, W) int32 target of an image (cropped to its true size)."""
+        image = self._check_image(image)
+        h, w = self._crop(image)
+        return np.asarray(self._array("targets")[image, :h, :w])
+
+    # --- samples -------------------------------------------------------------------------
+
+    def samples_path(self, sigma: float, variant: str, phase: str) -> str:
+        """Array path of a variant's class maps at σ in a phase."""
+        if phase not in PHASES_STORED:
+            raise ValueError(f"phase must be one of {PHASES_STORED}, got {phase!r}")
+        if variant not in self.variants:
+            raise ValueError(f"variant must be one of {self.variants}, got {variant!r}")
+        return f"samples/{sigma_key(sigma)}/{variant}/{phase}"
+
+    def write_samples(
+        self, sigma: float, variant: str, phase: str, image: int, start: int, maps: np.ndarray
+    ) -> None:
+        """Write one chunk-aligned region: class maps (count, H, W) of samples [start, start+count).
+
+        The region must be exactly one sample block: start a multiple of the block size and
+        count = the block's length; anything else raises ValueError (a misaligned region could
+        share a chunk with another writer). Rewriting a region with the same maps gives
+        identical bytes.
+        """
+        image = self._check_image(image)
+        array = self._array(self.samples_path(sigma, variant, phase))
+        maps = np.asarray(maps)
+        if maps.ndim != 3:
+            raise ValueError(f"maps must have shape (count, H, W), got {maps.shape}")
+        blocks = dict(self.blocks(phase))
+        count = maps.shape[0]
+        if start not in blocks or blocks[start] != start + count:
+            raise ValueError(
+                f"misaligned region: samples [{start}, {start + count}) of phase {phase!r} do not "
+                f"form one sample block; blocks are {self.blocks(phase)}"
+            )
+        h, w = self._crop(image)
+        if maps.shape[1:] != (h, w):
+            raise ValueError(
+                f"maps for image {image} must have (H, W) = {(h, w)}, got {maps.shape[1:]}"
+            )
+        if maps.size and (int(maps.min()) < 0 or int(maps.max()) >= self.num_classes):
+            raise ValueError(
+                f"maps must hold class indices in [0, {self.num_classes}), got values in "
+                f"[{int(maps.min())}, {int(maps.max())}]"
+            )
+        full = np.zeros((count, *array.shape[2:]), dtype=array.dtype)
+        full[:, :h, :w] = maps
+        array[image, start : start + count] = full
+
+    def read_samples(
+        self,
+        sigma: float,
+        variant: str,
+        phase: str,
+        image: int,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> np.ndarray:
+        """(stop - start, H, W) stored class maps of an image (cropped)."""
+        image = self._check_image(image)
+        array = self._array(self.samples_path(sigma, variant, phase))
+        stop = self.phase_total(phase) if stop is None else stop
+        if not 0 <= start <= stop <= self.phase_total(phase):
+            raise ValueError(
+                f"samples [{start}, {stop}) outside [0, {self.phase_total(phase)}) of {phase!r}"
+            )
+        h, w = self._crop(image)
+        return np.asarray(array[image, start:stop, :h, :w])
+
+    # --- completion flags ----------------------------------------------------------------
+
+    def _done_path(self, sigma: float, group: str, phase: str) -> str:
+        if group not in self.groups:
+            raise ValueError(f"group must be one of {tuple(self.groups)}, got {group!r}")
+        if phase not in PHASES_STORED:
+            raise ValueError(f"phase must be one of {PHASES_STORED}, got {phase!r}")
+        return f"done/{sigma_key(sigma)}/{group}/{phase}"
+
+    def done_blocks(self, sigma: float, group: str, phase: str, image: int) -> np.ndarray:
+        """(blocks,) bool: which sample blocks of an image are complete for a denoiser group."""
+        image = self._check_image(image)
+        flags: np.ndarray = np.asarray(self._array(self._done_path(sigma, group, phase))[image])
+        done: np.ndarray = flags == 1
+        return done
+
+    def mark_done(self, sigma: float, group: str, phase: str, image: int, block: int) -> None:
+        """Flag one sample block complete (after its data is written, by the same owner).
+
+        The flags of an image are one chunk; only the owner of the image writes them.
+        """
+        image = self._check_image(image)
+        array = self._array(self._done_path(sigma, group, phase))
+        flags = np.asarray(array[image]).copy()
+        flags[block] = 1
+        array[image] = flags
+
+    # --- clean predictions ---------------------------------------------------------------
+
+    def write_clean(self, segmenter: str, image: int, prediction: np.ndarray) -> None:
+        """Write a segmenter's (H, W) prediction on the clean image, then flag it done."""
+        image = self._check_image(image)
+        array = self._array(f"clean/{segmenter}")
+        h, w = self._crop(image)
+        prediction = np.asarray(prediction)
+        if prediction.shape != (h, w):
+            raise ValueError(f"prediction must have shape {(h, w)}, got {prediction.shape}")
+        full = np.zeros(array.shape[1:], dtype=array.dtype)
+        full[:h, :w] = prediction
+        array[image] = full
+        self._array(f"done/clean/{segmenter}")[image] = 1
+
+    def clean_done(self, segmenter: str, image: int) -> bool:
+        """Whether the clean prediction of an image is stored."""
+        image = self._check_image(image)
+        return bool(self._array(f"done/clean/{segmenter}")[image] == 1)
+
+    def read_clean(self, segmenter: str, image: int) -> np.ndarray:
+        """(H, W) clean prediction of a segmenter (cropped)."""
+        image = self._check_image(image)
+        h, w = self._crop(image)
+        return np.asarray(self._array(f"clean/{segmenter}")[image, :h, :w])
+
+    # --- persisted counts ----------------------------------------------------------------
+
+    def write_counts(
+        self,
+        sigma: float,
+        variant: str,
+        image: int,
+        *,
+        labels_selected: np.ndarray,
+        k: np.ndarray,
+        labels_smoothed: np.ndarray,
+        n: int,
+    ) -> None:
+        """Persist an image's selected labels, agreement counts k (of the first n estimation
+        samples) and smoothed (majority) labels; then record n (the completion marker)."""
+        image = self._check_image(image)
+        key = sigma_key(sigma)
+        h, w = self._crop(image)
+        for name, values in (
+            ("labels_selected", labels_selected),
+            ("k", k),
+            ("labels_smoothed", labels_smoothed),
+        ):
+            values = np.asarray(values)
+            if values.shape != (h, w):
+                raise ValueError(f"{name} must have shape {(h, w)}, got {values.shape}")
+            array = self._array(f"counts/{key}/{variant}/{name}")
+            full = np.zeros(array.shape[1:], dtype=np.int32)
+            full[:h, :w] = values
+            array[image] = full
+        self._array(f"counts/{key}/{variant}/n")[image] = n
+
+    def counts_n(self, sigma: float, variant: str, image: int) -> int:
+        """n of the stored counts of an image (0: none stored)."""
+        image = self._check_image(image)
+        return int(self._array(f"counts/{sigma_key(sigma)}/{variant}/n")[image])
+
+    def read_counts(self, sigma: float, variant: str, image: int) -> dict[str, np.ndarray]:
+        """The stored labels_selected, k, labels_smoothed of an image, (H, W) int32 each."""
+        image = self._check_image(image)
+        key = sigma_key(sigma)
+        h, w = self._crop(image)
+        return {
+            name: np.asarray(self._array(f"counts/{key}/{variant}/{name}")[image, :h, :w])
+            for name in ("labels_selected", "k", "labels_smoothed")
+        }
+
+    # --- health check --------------------------------------------------------------------
+
+    def write_health(
+        self, sigma: float, variant: str, index: int, *, correct: int, valid: int
+    ) -> None:
+        """Record the health check of held-out image `index`: correct and valid pixel counts."""
+        if not 0 <= index < len(self.health_ids):
+            raise ValueError(f"index must be in [0, {len(self.health_ids)}), got {index}")
+        array = self._array(f"health/{sigma_key(sigma)}/{variant}")
+        array[index] = np.asarray([correct, valid], dtype=np.int64)
+
+    def read_health(self, sigma: float, variant: str) -> np.ndarray:
+        """(num_health, 2) int64 [correct, valid] per held-out image; -1 rows not yet run."""
+        if not self.health_ids:
+            return np.zeros((0, 2), dtype=np.int64)
+        values: np.ndarray = np.asarray(self._array(f"health/{sigma_key(sigma)}/{variant}")[...])
+        return values

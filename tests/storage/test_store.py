@@ -1,0 +1,271 @@
+"""The sample store: frozen layout, region writes, idempotence, config mismatch, resume flags."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from certseg.storage import (
+    LAYOUT_VERSION,
+    SampleStore,
+    StoreError,
+    StoreMismatchError,
+    StoreTemplate,
+    sigma_key,
+)
+
+
+def _template(config_id: str = "a" * 64, **overrides: object) -> StoreTemplate:
+    fields: dict[str, object] = {
+        "config_id": config_id,
+        "config_json": "{}",
+        "code_version": "test",
+        "manifest_sha256": "m" * 64,
+        "dataset_name": "toy",
+        "image_ids": ("img-a", "img-b", "img-c"),
+        "image_shapes": ((6, 8), (8, 5), (7, 7)),
+        "num_classes": 4,
+        "class_names": ("a", "b", "c", "d"),
+        "ignore_index": 255,
+        "sigmas": (0.25, 0.5),
+        "variants": ("plain", "den"),
+        "variant_segmenters": {
+            "plain": {sigma_key(0.25): "s1", sigma_key(0.5): "s1"},
+            "den": {sigma_key(0.25): "s1", sigma_key(0.5): "s2"},
+        },
+        "groups": {"none": ("plain",), "ddpm": ("den",)},
+        "n0": 3,
+        "n": 10,
+        "samples_per_chunk": 4,
+        "health_ids": ("h0", "h1"),
+    }
+    fields.update(overrides)
+    return StoreTemplate(**fields)  # type: ignore[arg-type]
+
+
+def _targets(template: StoreTemplate) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = []
+    for h, w in template.image_shapes:
+        target = rng.integers(0, template.num_classes, size=(h, w)).astype(np.int32)
+        target[0, 0] = template.ignore_index
+        out.append(target)
+    return out
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SampleStore:
+    template = _template()
+    return SampleStore.create(str(tmp_path / "s.zarr"), template, _targets(template))
+
+
+def test_layout_is_frozen(store: SampleStore) -> None:
+    group = store.group
+    arrays: dict[str, object] = {}
+
+    def walk(g: object, prefix: str = "") -> None:
+        for name, member in g.members():  # type: ignore[attr-defined]
+            path = f"{prefix}{name}"
+            if hasattr(member, "shape"):
+                arrays[path] = member
+            else:
+                walk(member, path + "/")
+
+    walk(group)
+    expected = {
+        "image_shape": ((3, 2), (3, 2), "int32", ("image", "axis")),
+        "targets": ((3, 8, 8), (1, 8, 8), "int32", ("image", "y", "x")),
+        "samples/sigma_0.25/plain/selection": (
+            (3, 3, 8, 8),
+            (1, 3, 8, 8),
+            "uint8",
+            ("image", "sample", "y", "x"),
+        ),
+        "samples/sigma_0.25/plain/estimation": (
+            (3, 10, 8, 8),
+            (1, 4, 8, 8),
+            "uint8",
+            ("image", "sample", "y", "x"),
+        ),
+        "done/sigma_0.25/none/estimation": ((3, 3), (1, 3), "uint8", ("image", "block")),
+        "done/sigma_0.5/ddpm/selection": ((3, 1), (1, 1), "uint8", ("image", "block")),
+        "clean/s2": ((3, 8, 8), (1, 8, 8), "uint8", ("image", "y", "x")),
+        "done/clean/s1": ((3,), (1,), "uint8", ("image",)),
+        "counts/sigma_0.5/den/k": ((3, 8, 8), (1, 8, 8), "int32", ("image", "y", "x")),
+        "counts/sigma_0.5/den/labels_selected": (
+            (3, 8, 8),
+            (1, 8, 8),
+            "int32",
+            ("image", "y", "x"),
+        ),
+        "counts/sigma_0.5/den/labels_smoothed": (
+            (3, 8, 8),
+            (1, 8, 8),
+            "int32",
+            ("image", "y", "x"),
+        ),
+        "counts/sigma_0.5/den/n": ((3,), (1,), "int32", ("image",)),
+        "health/sigma_0.25/plain": ((2, 2), (1, 2), "int64", ("health_image", "field")),
+    }
+    for path, (shape, chunks, dtype, dims) in expected.items():
+        array: Any = arrays[path]
+        assert array.shape == shape, path
+        assert array.chunks == chunks, path
+        assert str(array.dtype) == dtype, path
+        assert tuple(array.metadata.dimension_names) == dims, path
+    # 2 sigmas × 2 variants × (2 phases + 4 counts + 1 health) + 2 × 2 groups × 2 phases
+    # + 2 clean segmenters × 2 + image_shape + targets
+    assert len(arrays) == 2 * 2 * 7 + 2 * 2 * 2 + 2 * 2 + 2
+    attrs = dict(group.attrs)
+    for key in (
+        "layout_version",
+        "config_id",
+        "config",
+        "code_version",
+        "dataset_manifest_sha256",
+        "image_ids",
+        "num_classes",
+        "sigmas",
+        "variants",
+        "groups",
+        "n0",
+        "n",
+        "samples_per_chunk",
+        "template_complete",
+    ):
+        assert key in attrs, key
+    assert attrs["layout_version"] == LAYOUT_VERSION == 1
+    assert attrs["image_ids"] == ["img-a", "img-b", "img-c"]
+
+
+def test_targets_padded_with_ignore_and_cropped_on_read(store: SampleStore) -> None:
+    template = _template()
+    targets = _targets(template)
+    for i, target in enumerate(targets):
+        np.testing.assert_array_equal(store.read_target(i), target)
+    raw = np.asarray(store.group["targets"][1])
+    assert (raw[:, 5:] == 255).all()
+    assert store.image_shapes.tolist() == [[6, 8], [8, 5], [7, 7]]
+
+
+def test_region_write_idempotent_bytes_and_roundtrip(store: SampleStore, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    maps = rng.integers(0, 4, size=(4, 8, 5)).astype(np.uint8)
+    store.write_samples(0.25, "plain", "estimation", 1, 4, maps)
+    chunk = tmp_path / "s.zarr" / "samples" / "sigma_0.25" / "plain" / "estimation" / "c"
+    chunk = chunk / "1" / "1" / "0" / "0"
+    first = chunk.read_bytes()
+    store.write_samples(0.25, "plain", "estimation", 1, 4, maps)
+    assert chunk.read_bytes() == first
+    np.testing.assert_array_equal(store.read_samples(0.25, "plain", "estimation", 1, 4, 8), maps)
+    # the last block is short (10 = 4 + 4 + 2)
+    tail = rng.integers(0, 4, size=(2, 8, 5)).astype(np.uint8)
+    store.write_samples(0.25, "plain", "estimation", 1, 8, tail)
+    np.testing.assert_array_equal(store.read_samples(0.25, "plain", "estimation", 1, 8), tail)
+    # neighbours untouched
+    assert not store.read_samples(0.25, "plain", "estimation", 0).any()
+    assert not store.read_samples(0.25, "plain", "estimation", 1, 0, 4).any()
+
+
+@pytest.mark.parametrize(("start", "count"), [(2, 4), (0, 3), (4, 6), (8, 4), (12, 2)])
+def test_misaligned_region_raises(store: SampleStore, start: int, count: int) -> None:
+    maps = np.zeros((count, 6, 8), dtype=np.uint8)
+    with pytest.raises(ValueError, match="misaligned region"):
+        store.write_samples(0.25, "plain", "estimation", 0, start, maps)
+
+
+def test_write_validates_shape_and_classes(store: SampleStore) -> None:
+    with pytest.raises(ValueError, match=r"\(H, W\) = \(6, 8\)"):
+        store.write_samples(0.25, "plain", "selection", 0, 0, np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="class indices"):
+        store.write_samples(0.25, "plain", "selection", 0, 0, np.full((3, 6, 8), 4, np.uint8))
+    with pytest.raises(ValueError, match="variant"):
+        store.write_samples(0.25, "nope", "selection", 0, 0, np.zeros((3, 6, 8), np.uint8))
+
+
+def test_flags_clean_counts_health(store: SampleStore) -> None:
+    assert not store.done_blocks(0.5, "ddpm", "estimation", 2).any()
+    store.mark_done(0.5, "ddpm", "estimation", 2, 1)
+    assert store.done_blocks(0.5, "ddpm", "estimation", 2).tolist() == [False, True, False]
+    assert not store.done_blocks(0.5, "ddpm", "estimation", 1).any()
+    assert not store.clean_done("s1", 0)
+    store.write_clean("s1", 0, np.full((6, 8), 3))
+    assert store.clean_done("s1", 0)
+    assert (store.read_clean("s1", 0) == 3).all()
+    k = np.arange(49).reshape(7, 7) % 11
+    store.write_counts(0.25, "den", 2, labels_selected=k % 4, k=k, labels_smoothed=k % 3, n=10)
+    assert store.counts_n(0.25, "den", 2) == 10
+    assert store.counts_n(0.25, "den", 1) == 0
+    np.testing.assert_array_equal(store.read_counts(0.25, "den", 2)["k"], k)
+    assert (store.read_health(0.5, "den") == -1).all()
+    store.write_health(0.5, "den", 1, correct=5, valid=9)
+    assert store.read_health(0.5, "den").tolist() == [[-1, -1], [5, 9]]
+
+
+def test_config_mismatch_refused_and_store_untouched(store: SampleStore, tmp_path: Path) -> None:
+    store.write_samples(0.25, "plain", "selection", 0, 0, np.ones((3, 6, 8), np.uint8))
+    root = tmp_path / "s.zarr"
+    before = _digest(root)
+    other = _template("b" * 64)
+    with pytest.raises(StoreMismatchError) as info:
+        SampleStore.create(str(root), other, _targets(other))
+    message = str(info.value)
+    assert "a" * 64 in message and "b" * 64 in message and str(root) in message
+    with pytest.raises(StoreMismatchError):
+        SampleStore.open(str(root), config_id="b" * 64)
+    assert _digest(root) == before
+
+
+def test_same_config_reopens_without_rewriting(store: SampleStore, tmp_path: Path) -> None:
+    store.write_samples(0.25, "plain", "selection", 0, 0, np.ones((3, 6, 8), np.uint8))
+    store.mark_done(0.25, "none", "selection", 0, 0)
+    root = tmp_path / "s.zarr"
+    before = _digest(root)
+    template = _template()
+    again = SampleStore.create(str(root), template, iter(()))  # targets not read on resume
+    assert again.done_blocks(0.25, "none", "selection", 0).tolist() == [True]
+    assert _digest(root) == before
+
+
+def test_not_a_certseg_store_and_missing(tmp_path: Path) -> None:
+    import zarr
+
+    zarr.create_group(str(tmp_path / "foreign.zarr"), attributes={"x": 1})
+    template = _template()
+    with pytest.raises(StoreError, match="not a certseg store"):
+        SampleStore.create(str(tmp_path / "foreign.zarr"), template, _targets(template))
+    with pytest.raises(StoreError, match="no sample store"):
+        SampleStore.open(str(tmp_path / "missing.zarr"))
+
+
+def test_incomplete_creation_is_redone(tmp_path: Path) -> None:
+    import zarr
+
+    template = _template()
+    url = str(tmp_path / "s.zarr")
+    zarr.create_group(url, attributes=template.root_attrs())  # crashed before template_complete
+    with pytest.raises(StoreError, match="not completely created"):
+        SampleStore.open(url)
+    store = SampleStore.create(url, template, _targets(template))
+    assert store.read_target(0).shape == (6, 8)
+
+
+def test_fsspec_memory_url() -> None:
+    template = _template()
+    store = SampleStore.create("memory://certseg-test/s.zarr", template, _targets(template))
+    maps = np.full((3, 6, 8), 2, np.uint8)
+    store.write_samples(0.5, "den", "selection", 0, 0, maps)
+    reopened = SampleStore.open("memory://certseg-test/s.zarr", read_only=True)
+    np.testing.assert_array_equal(reopened.read_samples(0.5, "den", "selection", 0), maps)
