@@ -108,8 +108,11 @@ def write_folder(
     classes_text: str = FOLDER_CLASSES_TEXT,
     seed: int = 0,
 ) -> Path:
-    """images/<stem>.png + masks/<stem>.png (values in [0, C) plus some ignore) + classes.txt."""
+    """images/<stem>.png + masks/<stem>.png (uint8: values in [0, C), pixel (0, 0) = ignore_index
+    which must fit a byte) + classes.txt."""
     rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
     for stem in stems:
         write_png(root / "images" / f"{stem}.png", random_rgb(rng, size))
         mask = rng.integers(0, num_classes, size=size, dtype=np.uint8)

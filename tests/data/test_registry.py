@@ -1,0 +1,260 @@
+"""Registry: specs, subset selection, dispatch, the validation pass and manifest stability."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from layouts import (
+    CITYSCAPES_STEMS,
+    snapshot,
+    truncate,
+    write_cityscapes,
+    write_folder,
+    write_pascal_context,
+    write_png,
+)
+
+from certseg.data.base import ClassInfo, Example, Manifest, SegmentationDataset
+from certseg.data.registry import (
+    DatasetError,
+    DatasetSpec,
+    SubsetSpec,
+    open_dataset,
+    validate_dataset,
+)
+
+IDS = [f"img{i:02d}" for i in range(10)]
+
+
+# --- SubsetSpec ------------------------------------------------------------------------------
+
+
+def test_subset_first_every_and_both() -> None:
+    assert SubsetSpec(first=3).select(IDS) == [0, 1, 2]
+    assert SubsetSpec(every=4).select(IDS) == [0, 4, 8]
+    assert SubsetSpec(every=3, first=2).select(IDS) == [0, 3]
+    assert SubsetSpec(first=100).select(IDS) == list(range(10))
+
+
+def test_subset_ids_keep_dataset_order_and_reject_unknown() -> None:
+    assert SubsetSpec(ids=("img07", "img02")).select(IDS) == [2, 7]
+    with pytest.raises(DatasetError, match=r"'nope'.*expected ids like 'img00'"):
+        SubsetSpec(ids=("img01", "nope")).select(IDS)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"first": 0},
+        {"every": 0},
+        {"first": True},
+        {"ids": ()},
+        {"ids": ("a", "a")},
+        {"ids": ("a",), "first": 2},
+        {"ids": ["a"]},
+    ],
+)
+def test_subset_spec_rejects(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="SubsetSpec"):
+        SubsetSpec(**kwargs)  # type: ignore[arg-type]
+
+
+# --- DatasetSpec -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"kind": "imagenet"}, "kind"),
+        ({"kind": "folder"}, "root"),
+        ({"kind": "synthetic", "root": "/x"}, "root"),
+        ({"kind": "synthetic", "resize": (8, 8)}, "resize"),
+        ({"kind": "cityscapes", "root": "/x", "resize": (0, 8)}, "resize"),
+        ({"kind": "cityscapes", "root": "/x", "resize": [8, 8]}, "resize"),
+        ({"kind": "cityscapes", "root": "/x", "ignore_index": -1}, "ignore_index"),
+        ({"kind": "cityscapes", "root": "/x", "classes_file": "c.txt"}, "classes_file"),
+        ({"kind": "cityscapes", "root": "/x", "split": "../val"}, "split"),
+        ({"kind": "synthetic", "num_images": 0}, "num_images"),
+    ],
+)
+def test_dataset_spec_names_the_bad_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=f"DatasetSpec.{field}"):
+        DatasetSpec(**kwargs)  # type: ignore[arg-type]
+
+
+# --- dispatch --------------------------------------------------------------------------------
+
+
+def test_open_each_kind(tmp_path: Path) -> None:
+    roots = {
+        "cityscapes": write_cityscapes(tmp_path / "cs"),
+        "pascal_context": write_pascal_context(tmp_path / "pc"),
+        "folder": write_folder(tmp_path / "f"),
+    }
+    expected_classes = {"cityscapes": 19, "pascal_context": 59, "folder": 3}
+    for kind, root in roots.items():
+        dataset = open_dataset(DatasetSpec(kind=kind, root=str(root)))  # type: ignore[arg-type]
+        assert isinstance(dataset, SegmentationDataset)
+        report = validate_dataset(dataset, num_classes=expected_classes[kind])
+        assert report.checked == len(dataset) and report.skipped == ()
+
+
+def test_synthetic_with_subset() -> None:
+    spec = DatasetSpec(kind="synthetic", num_images=6, size=32, subset=SubsetSpec(every=2))
+    dataset = open_dataset(spec)
+    assert dataset.image_ids() == [
+        "synthetic-val-00000",
+        "synthetic-val-00002",
+        "synthetic-val-00004",
+    ]
+    full = open_dataset(DatasetSpec(kind="synthetic", num_images=6, size=32))
+    np.testing.assert_array_equal(dataset.load(1).image, full.load(2).image)
+    assert [e.image_id for e in dataset.manifest().entries] == dataset.image_ids()
+    report = validate_dataset(dataset, num_classes=len(full.classes))
+    assert report.checked == 3
+
+
+def test_subset_is_applied_before_the_manifest(cityscapes_root: Path) -> None:
+    ids = ("lindau_000000_000019", "frankfurt_000000_000294")
+    spec = DatasetSpec(kind="cityscapes", root=str(cityscapes_root), subset=SubsetSpec(ids=ids))
+    dataset = open_dataset(spec)
+    assert dataset.image_ids() == sorted(ids)
+    assert [e.image_id for e in dataset.manifest().entries] == sorted(ids)
+    with pytest.raises(DatasetError, match="frankfurt_000000_999999"):
+        open_dataset(
+            DatasetSpec(
+                kind="cityscapes",
+                root=str(cityscapes_root),
+                subset=SubsetSpec(ids=("frankfurt_000000_999999",)),
+            )
+        )
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+class _Empty:
+    name = "empty"
+    classes = (ClassInfo("a", (0, 0, 0)),)
+    ignore_index = 255
+
+    def __len__(self) -> int:
+        return 0
+
+    def image_ids(self) -> list[str]:
+        return []
+
+    def load(self, index: int) -> Example:
+        raise IndexError(index)
+
+    def manifest(self) -> Manifest:
+        return Manifest("empty", 1, 255, ())
+
+
+def test_empty_dataset_is_an_error() -> None:
+    with pytest.raises(DatasetError, match="'empty' is empty"):
+        validate_dataset(_Empty())
+
+
+def test_class_count_mismatch_raises_even_when_skipping(folder_root: Path) -> None:
+    spec = DatasetSpec(kind="folder", root=str(folder_root), skip_invalid=True)
+    with pytest.raises(DatasetError, match="3 classes, the segmenter predicts 19"):
+        validate_dataset(open_dataset(spec), num_classes=19)
+
+
+def test_truncated_png_raises_or_is_skipped(cityscapes_root: Path) -> None:
+    image = cityscapes_root / "leftImg8bit/val/frankfurt/frankfurt_000000_000576_leftImg8bit.png"
+    truncate(image, keep=0.6)
+    spec = DatasetSpec(kind="cityscapes", root=str(cityscapes_root))
+    with pytest.raises(DatasetError, match=rf"{image}: unreadable or truncated image file"):
+        validate_dataset(open_dataset(spec))
+    skipping = DatasetSpec(kind="cityscapes", root=str(cityscapes_root), skip_invalid=True)
+    report = validate_dataset(open_dataset(skipping))
+    assert report.checked == 4 and len(report.dataset) == 3
+    assert "frankfurt_000000_000576" not in report.dataset.image_ids()
+    ((file, reason),) = report.skipped
+    assert file == "leftImg8bit/val/frankfurt/frankfurt_000000_000576_leftImg8bit.png"
+    assert reason.startswith("unreadable or truncated image file")
+
+
+def test_all_items_invalid_still_raises(folder_root: Path) -> None:
+    for mask in (folder_root / "masks").iterdir():
+        mask.unlink()
+    spec = DatasetSpec(kind="folder", root=str(folder_root), skip_invalid=True)
+    with pytest.raises(DatasetError, match="no valid image"):
+        validate_dataset(open_dataset(spec))
+
+
+def test_validation_writes_nothing(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "f")
+    write_png(root / "masks/orphan.png", np.zeros((9, 11), np.uint8))
+    before = snapshot(tmp_path)
+    spec = DatasetSpec(kind="folder", root=str(root), skip_invalid=True)
+    report = validate_dataset(open_dataset(spec), num_classes=3)
+    report.dataset.manifest()
+    with pytest.raises(DatasetError):
+        validate_dataset(open_dataset(DatasetSpec(kind="folder", root=str(root))))
+    assert snapshot(tmp_path) == before
+
+
+# --- manifest --------------------------------------------------------------------------------
+
+
+def test_manifest_is_stable_and_independent_of_the_root(tmp_path: Path) -> None:
+    first = write_cityscapes(tmp_path / "a" / "cityscapes")
+    second = write_cityscapes(tmp_path / "b" / "elsewhere")
+    m1 = open_dataset(DatasetSpec(kind="cityscapes", root=str(first))).manifest()
+    m1_again = open_dataset(DatasetSpec(kind="cityscapes", root=str(first))).manifest()
+    m2 = open_dataset(DatasetSpec(kind="cityscapes", root=str(second))).manifest()
+    assert m1.sha256 == m1_again.sha256 == m2.sha256
+    assert [e.image_id for e in m1.entries] == sorted(CITYSCAPES_STEMS)
+    assert str(tmp_path) not in m1.to_json()
+
+
+def test_manifest_hashes_file_contents(tmp_path: Path) -> None:
+    root = write_cityscapes(tmp_path / "cs")
+    spec = DatasetSpec(kind="cityscapes", root=str(root))
+    before = open_dataset(spec).manifest()
+    label = root / "gtFine/val/munster/munster_000000_000019_gtFine_labelIds.png"
+    write_png(label, np.full((8, 16), 7, np.uint8))
+    after = open_dataset(spec).manifest()
+    assert before.sha256 != after.sha256
+    changed = [a.image_id for a, b in zip(before.entries, after.entries, strict=True) if a != b]
+    assert changed == ["munster_000000_000019"]
+    import hashlib
+
+    entry = after.entries[-1]
+    digests = [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in entry.files]
+    assert entry.sha256 == hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def test_validated_manifest_equals_the_unvalidated_one(pascal_root: Path) -> None:
+    dataset = open_dataset(DatasetSpec(kind="pascal_context", root=str(pascal_root)))
+    validated = validate_dataset(dataset, num_classes=59).dataset
+    assert validated.manifest() == dataset.manifest()
+
+
+def test_subset_and_resize_change_the_manifest(tmp_path: Path) -> None:
+    root = write_pascal_context(tmp_path / "pc")
+    base = DatasetSpec(kind="pascal_context", root=str(root))
+    shas = {
+        open_dataset(spec).manifest().sha256
+        for spec in (
+            base,
+            DatasetSpec(kind="pascal_context", root=str(root), subset=SubsetSpec(first=2)),
+            DatasetSpec(kind="pascal_context", root=str(root), resize=(480, 480)),
+        )
+    }
+    assert len(shas) == 3
+
+
+def test_moved_dataset_keeps_its_manifest(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "f")
+    sha = open_dataset(DatasetSpec(kind="folder", root=str(root))).manifest().sha256
+    moved = tmp_path / "moved"
+    shutil.move(root, moved)
+    assert open_dataset(DatasetSpec(kind="folder", root=str(moved))).manifest().sha256 == sha
