@@ -43,8 +43,12 @@ def count_votes(class_maps: np.ndarray, num_classes: int) -> np.ndarray:
     Counts of disjoint chunks of samples add up, so a stream of chunks can be counted piecewise.
     Cost: O(C · N · H · W) byte comparisons, memory O(C · H · W) (no (N, H, W) temporaries).
     """
+    return _count_votes(class_maps, num_classes, "class_maps")
+
+
+def _count_votes(class_maps: object, num_classes: object, name: str) -> np.ndarray:
     num_classes = _check_num_classes(num_classes)
-    maps = _check_class_maps(class_maps, num_classes, "class_maps")
+    maps = _check_class_maps(class_maps, num_classes, name)
     _, height, width = maps.shape
     counts = np.zeros((num_classes, height, width), dtype=np.int32)
     for sample in maps:
@@ -62,7 +66,7 @@ def select_labels(selection: np.ndarray, num_classes: int) -> np.ndarray:
     maps = np.asarray(selection)
     if maps.ndim == 3 and maps.shape[0] == 0:
         raise ValueError("selection must hold at least one class map (n0 >= 1), got n0 = 0")
-    votes = count_votes(maps, num_classes)
+    votes = _count_votes(maps, num_classes, "selection")
     # np.argmax returns the first maximum: ties go to the lowest class index.
     selected: np.ndarray = np.argmax(votes, axis=0).astype(np.int32)
     return selected
