@@ -1,0 +1,268 @@
+"""Segmenter adapters chosen by family name from a registry (never eval).
+
+A `SegmenterSpec` names a family, a local path and the normalization; `build_segmenter(spec)`
+looks the family up in `SEGMENTER_FAMILIES` and returns a `certseg.models.segmenter.Segmenter`
+(eval mode, [0, 1] input, (B, C, H, W) logits at the input size). torch, transformers and the
+network code are imported only when a segmenter is built. Weights load via safetensors or
+torch.load(weights_only=True) only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from certseg.models.segmenter import Segmenter
+
+FamilyName = Literal["compact", "module", "torchscript", "segformer"]
+FAMILY_NAMES: tuple[str, ...] = get_args(FamilyName)
+
+
+def _optional_triple(name: str, values: Any) -> tuple[float, float, float] | None:
+    if values is None:
+        return None
+    triple = tuple(float(v) for v in values)
+    if len(triple) != 3:
+        raise ValueError(f"SegmenterSpec.{name} must have 3 entries, got {values!r}")
+    if name == "std" and min(triple) <= 0:
+        raise ValueError(f"SegmenterSpec.std entries must be > 0, got {values!r}")
+    return triple[0], triple[1], triple[2]
+
+
+@dataclass(frozen=True)
+class SegmenterSpec:
+    """How to build one segmenter.
+
+    family: one of FAMILY_NAMES. path: local weights (a folder for "compact"/"segformer", a file
+    for "torchscript", an optional state-dict file for "module"). num_classes: required for
+    "module"/"torchscript"; checked against the folder's config for "compact"/"segformer".
+    mean / std: per-channel normalization in [0, 1] units; None takes the folder's config
+    ("compact", "segformer"), and is an error for "module"/"torchscript". options: family
+    extras — "module": {"module": an nn.Module}; "torchscript": {"output_key": "out"}.
+    name: label used in tables and storage (default: the family).
+    """
+
+    family: FamilyName
+    path: str | None = None
+    num_classes: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILY_NAMES:
+            raise ValueError(
+                f"SegmenterSpec.family must be one of {FAMILY_NAMES}, got {self.family!r}"
+            )
+        if self.num_classes is not None and (
+            isinstance(self.num_classes, bool)
+            or int(self.num_classes) != self.num_classes
+            or self.num_classes < 2
+        ):
+            raise ValueError(
+                f"SegmenterSpec.num_classes must be an integer >= 2, got {self.num_classes!r}"
+            )
+        object.__setattr__(self, "mean", _optional_triple("mean", self.mean))
+        object.__setattr__(self, "std", _optional_triple("std", self.std))
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("SegmenterSpec.mean and SegmenterSpec.std must be given together")
+
+    @property
+    def label(self) -> str:
+        """The segmenter's name: `name` if given, else the family."""
+        return self.name or self.family
+
+    def require_path(self) -> Path:
+        """The path as a Path; ValueError naming the family when missing or absent on disk."""
+        if self.path is None:
+            raise ValueError(f"SegmenterSpec.path is required for family {self.family!r}")
+        path = Path(self.path)
+        if not path.exists():
+            raise ValueError(f"SegmenterSpec.path {path} does not exist (family {self.family!r})")
+        return path
+
+
+def _normalization(
+    spec: SegmenterSpec, default: tuple[Any, Any] | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if spec.mean is not None and spec.std is not None:
+        return spec.mean, spec.std
+    if default is None:
+        raise ValueError(
+            f"SegmenterSpec.mean/std are required for family {spec.family!r} (the normalization "
+            "the network was trained with, in [0, 1] units)"
+        )
+    return tuple(float(v) for v in default[0]), tuple(float(v) for v in default[1])
+
+
+def _num_classes(spec: SegmenterSpec, found: int | None) -> int:
+    if found is None:
+        if spec.num_classes is None:
+            raise ValueError(f"SegmenterSpec.num_classes is required for family {spec.family!r}")
+        return spec.num_classes
+    if spec.num_classes is not None and spec.num_classes != found:
+        raise ValueError(
+            f"SegmenterSpec.num_classes={spec.num_classes} but {spec.path} has {found} classes"
+        )
+    return found
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from `.safetensors` or a torch pickle read with weights_only=True."""
+    import torch
+
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"weights file {source} does not exist")
+    if source.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(source))
+    state = torch.load(str(source), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{source} does not hold a state dict of tensors")
+    return state
+
+
+class CompactFamily:
+    """The shipped compact segmenter: a folder with config.json + model.safetensors."""
+
+    name: ClassVar[str] = "compact"
+
+    @staticmethod
+    def build(spec: SegmenterSpec) -> Segmenter:
+        from certseg.models.compact import load_compact_segmenter, read_compact_config
+        from certseg.models.segmenter import Segmenter
+
+        folder = spec.require_path()
+        config = read_compact_config(folder)
+        mean, std = _normalization(spec, (config.mean, config.std))
+        return Segmenter(
+            load_compact_segmenter(folder),
+            num_classes=_num_classes(spec, config.num_classes),
+            mean=mean,
+            std=std,
+            name=spec.label,
+        )
+
+
+class ModuleFamily:
+    """Any torch nn.Module given in Python (options["module"]), returning (B, C, h, w) logits or
+    a mapping / `.logits` object; optional state dict at `path`."""
+
+    name: ClassVar[str] = "module"
+
+    @staticmethod
+    def build(spec: SegmenterSpec) -> Segmenter:
+        from torch import nn
+
+        from certseg.models.segmenter import Segmenter
+
+        module = spec.options.get("module")
+        if not isinstance(module, nn.Module):
+            raise ValueError('SegmenterSpec.options["module"] must be a torch nn.Module')
+        if spec.path is not None:
+            module.load_state_dict(load_state_dict_file(spec.require_path()), strict=True)
+        mean, std = _normalization(spec, None)
+        return Segmenter(
+            module,
+            num_classes=_num_classes(spec, None),
+            mean=mean,
+            std=std,
+            name=spec.label,
+            output_key=str(spec.options.get("output_key", "out")),
+        )
+
+
+class TorchScriptFamily:
+    """A TorchScript file (torch.jit.save) or a torch.export program (`.pt2`), returning a
+    tensor or a mapping with options["output_key"] (default "out", as torchvision's models)."""
+
+    name: ClassVar[str] = "torchscript"
+
+    @staticmethod
+    def build(spec: SegmenterSpec) -> Segmenter:
+        import torch
+
+        from certseg.models.segmenter import ExportedModule, Segmenter
+
+        path = spec.require_path()
+        model: nn.Module
+        if path.suffix == ".pt2":
+            model = ExportedModule(torch.export.load(str(path)).module())
+        else:
+            model = torch.jit.load(  # type: ignore[no-untyped-call]
+                str(path), map_location="cpu"
+            )
+        mean, std = _normalization(spec, None)
+        return Segmenter(
+            model,
+            num_classes=_num_classes(spec, None),
+            mean=mean,
+            std=std,
+            name=spec.label,
+            output_key=str(spec.options.get("output_key", "out")),
+        )
+
+
+class SegformerFamily:
+    """HuggingFace SegformerForSemanticSegmentation from a local folder (save_pretrained layout);
+    logits at H/4 are upsampled to the input size. Normalization defaults to the folder's
+    preprocessor_config.json (image_mean / image_std). Needs the optional `hf` extra."""
+
+    name: ClassVar[str] = "segformer"
+
+    @staticmethod
+    def build(spec: SegmenterSpec) -> Segmenter:
+        try:
+            from transformers import SegformerForSemanticSegmentation
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ValueError(
+                "family 'segformer' needs transformers (pip install 'certseg[hf]')"
+            ) from error
+        from certseg.models.segmenter import Segmenter
+
+        folder = spec.require_path()
+        model = SegformerForSemanticSegmentation.from_pretrained(str(folder), local_files_only=True)
+        default: tuple[Any, Any] | None = None
+        preprocessor = folder / "preprocessor_config.json"
+        if preprocessor.is_file():
+            payload = json.loads(preprocessor.read_text())
+            if "image_mean" in payload and "image_std" in payload:
+                default = (payload["image_mean"], payload["image_std"])
+        mean, std = _normalization(spec, default)
+        num_labels = model.config.num_labels
+        if not isinstance(num_labels, int):
+            raise ValueError(f"{folder}/config.json has no integer num_labels")
+        return Segmenter(
+            model,
+            num_classes=_num_classes(spec, num_labels),
+            mean=mean,
+            std=std,
+            name=spec.label,
+        )
+
+
+SEGMENTER_FAMILIES: dict[str, Any] = {
+    family.name: family
+    for family in (CompactFamily, ModuleFamily, TorchScriptFamily, SegformerFamily)
+}
+"""Family name → adapter class with a static `build(spec) -> Segmenter`."""
+
+
+def build_segmenter(spec: SegmenterSpec) -> Segmenter:
+    """Build the segmenter `spec` describes (eval mode, normalization inside)."""
+    family = SEGMENTER_FAMILIES.get(spec.family)
+    if family is None:
+        raise ValueError(
+            f"unknown segmenter family {spec.family!r}; known: {sorted(SEGMENTER_FAMILIES)}"
+        )
+    segmenter: Segmenter = family.build(spec)
+    return segmenter
