@@ -14,6 +14,7 @@ invalid (DatasetError).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,7 @@ def open_cityscapes(spec: DatasetSpec) -> FileDataset:
         raise DatasetError(f"{image_dir}: empty split; expected images {root}/{pattern}")
     ignore_index = spec.ignore_index
     rules = LabelRules(
-        label_map=lambda raw: map_label_ids(raw, ignore_index=ignore_index),
+        label_map=partial(map_label_ids, ignore_index=ignore_index),
         expected="Cityscapes label ids 0..33 (cityscapesscripts) or 255",
     )
     suffix = f"@{spec.resize[0]}x{spec.resize[1]}" if spec.resize else ""

@@ -15,6 +15,7 @@ split is not used for folders.
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -141,9 +142,7 @@ def open_folder(spec: DatasetSpec) -> FileDataset:
     ]
     num_classes, ignore_index = len(classes), spec.ignore_index
     rules = LabelRules(
-        label_map=lambda raw: map_class_indices(
-            raw, num_classes=num_classes, ignore_index=ignore_index
-        ),
+        label_map=partial(map_class_indices, num_classes=num_classes, ignore_index=ignore_index),
         expected=f"class indices 0..{num_classes - 1} (from {classes_path.name}) or the ignore "
         f"index {ignore_index}",
     )

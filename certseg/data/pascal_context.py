@@ -22,6 +22,7 @@ certificate is about (radii are in [0, 1] units of the 480×480 image).
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,7 @@ def open_pascal_context(spec: DatasetSpec) -> FileDataset:
     ]
     ignore_index = spec.ignore_index
     rules = LabelRules(
-        label_map=lambda raw: map_context_labels(raw, ignore_index=ignore_index),
+        label_map=partial(map_context_labels, ignore_index=ignore_index),
         expected="0..59 (0 = background, ignored) or 255",
     )
     suffix = f"@{spec.resize[0]}x{spec.resize[1]}" if spec.resize else ""

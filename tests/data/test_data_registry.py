@@ -258,3 +258,18 @@ def test_moved_dataset_keeps_its_manifest(tmp_path: Path) -> None:
     moved = tmp_path / "moved"
     shutil.move(root, moved)
     assert open_dataset(DatasetSpec(kind="folder", root=str(moved))).manifest().sha256 == sha
+
+
+def test_datasets_pickle_for_worker_processes(tmp_path: Path) -> None:
+    import pickle
+
+    for kind, root in (
+        ("cityscapes", write_cityscapes(tmp_path / "cs")),
+        ("pascal_context", write_pascal_context(tmp_path / "pc")),
+        ("folder", write_folder(tmp_path / "f")),
+    ):
+        dataset = open_dataset(DatasetSpec(kind=kind, root=str(root)))  # type: ignore[arg-type]
+        validated = validate_dataset(dataset).dataset
+        clone = pickle.loads(pickle.dumps(validated))
+        np.testing.assert_array_equal(clone.load(0).target, validated.load(0).target)
+        assert clone.manifest() == validated.manifest()
