@@ -34,7 +34,8 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+ENGINE_TESTS = Path(__file__).resolve().parent
+REPO_ROOT = ENGINE_TESTS.parents[1]
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
 
@@ -94,6 +95,10 @@ def engine_env(**overrides: str) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         MLFLOW_DISABLE_TELEMETRY="true",
         PYTHONUNBUFFERED="1",
+        # engine_jobs.py: functions the tests ship to Dask workers by reference.
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(ENGINE_TESTS), os.environ.get("PYTHONPATH", "")) if p
+        ),
     )
     env.update(overrides)
     return env
