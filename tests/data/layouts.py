@@ -136,3 +136,23 @@ def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     } | {p.relative_to(root).as_posix() + "/": (0, b"") for p in root.rglob("*") if p.is_dir()}
+
+
+def write_folder_from_dataset(root: Path, dataset: object) -> Path:
+    """Export an in-memory SegmentationDataset (e.g. the synthetic one) to the folder layout:
+    images/<id>.png (8-bit RGB, round(255 · image)), masks/<id>.png (uint8 targets) and a
+    classes.txt with the dataset's names and colours. Lets a CLI test certify a generic folder
+    with the shipped synthetic-class segmenters."""
+    from certseg.data.base import SegmentationDataset
+
+    assert isinstance(dataset, SegmentationDataset)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for index in range(len(dataset)):
+        example = dataset.load(index)
+        rgb = np.rint(np.clip(example.image, 0.0, 1.0) * 255.0).astype(np.uint8)
+        write_png(root / "images" / f"{example.image_id}.png", rgb.transpose(1, 2, 0))
+        write_png(root / "masks" / f"{example.image_id}.png", example.target.astype(np.uint8))
+    lines = [f"{c.name} {c.color[0]},{c.color[1]},{c.color[2]}\n" for c in dataset.classes]
+    (root / "classes.txt").write_text("".join(lines))
+    return root

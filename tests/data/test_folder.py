@@ -170,3 +170,18 @@ def test_value_outside_classes_and_size_mismatch(folder_root: Path) -> None:
 
 def _spec(root: Path, **kwargs: object) -> DatasetSpec:
     return DatasetSpec(kind="folder", root=str(root), **kwargs)  # type: ignore[arg-type]
+
+
+def test_synthetic_dataset_round_trips_through_the_folder_layout(tmp_path: Path) -> None:
+    from layouts import write_folder_from_dataset
+
+    synthetic = open_dataset(DatasetSpec(kind="synthetic", num_images=3, size=32))
+    root = write_folder_from_dataset(tmp_path / "exported", synthetic)
+    folder = open_dataset(_spec(root))
+    report = validate_dataset(folder, num_classes=len(synthetic.classes))
+    assert report.dataset.image_ids() == synthetic.image_ids()
+    assert folder.classes == synthetic.classes
+    for index in range(3):
+        original, loaded = synthetic.load(index), folder.load(index)
+        np.testing.assert_array_equal(loaded.target, original.target)
+        np.testing.assert_allclose(loaded.image, original.image, atol=0.5 / 255 + 1e-6)
