@@ -118,4 +118,5 @@ def open_cityscapes(spec: DatasetSpec) -> FileDataset:
         rules=rules,
         resize=spec.resize,
         skip_invalid=spec.skip_invalid,
+        classes_source="cityscapesscripts.helpers.labels (19 train ids)",
     )

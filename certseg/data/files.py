@@ -86,7 +86,8 @@ class FileDataset:
     [0, C) or ignore_index (uint8 when they fit, else int32). With `resize` = (H', W') both are
     resized at load time (image bilinear antialiased, label nearest) and the manifest reports
     (H', W'). `stray` lists (file, reason) for files under the root that belong to no item (e.g.
-    a mask without an image); validation reports them like invalid items.
+    a mask without an image); validation reports them like invalid items. classes_source: where
+    the class list comes from, for error messages (e.g. the classes file's path).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class FileDataset:
         stray: Sequence[tuple[str, str]] = (),
         skipped: Sequence[tuple[str, str]] = (),
         entries: Mapping[str, ManifestEntry] | None = None,
+        classes_source: str = "",
     ) -> None:
         if 0 <= ignore_index < len(classes):
             raise DatasetError(
@@ -120,6 +122,7 @@ class FileDataset:
         self.stray: tuple[tuple[str, str], ...] = tuple(stray)
         self.skipped: tuple[tuple[str, str], ...] = tuple(skipped)
         self._entries: dict[str, ManifestEntry] = dict(entries or {})
+        self.classes_source = classes_source
         check_unique_ids(self.items, root)
 
     def __len__(self) -> int:
@@ -230,6 +233,7 @@ class FileDataset:
             stray=(),
             skipped=skipped,
             entries=entries,
+            classes_source=self.classes_source,
         )
         return dataset, new_skipped
 

@@ -157,4 +157,5 @@ def open_folder(spec: DatasetSpec) -> FileDataset:
         resize=spec.resize,
         skip_invalid=spec.skip_invalid,
         stray=stray,
+        classes_source=str(classes_path),
     )

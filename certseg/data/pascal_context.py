@@ -124,4 +124,5 @@ def open_pascal_context(spec: DatasetSpec) -> FileDataset:
         rules=rules,
         resize=spec.resize,
         skip_invalid=spec.skip_invalid,
+        classes_source="the 59-class Pascal-Context protocol",
     )

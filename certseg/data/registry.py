@@ -207,9 +207,11 @@ def validate_dataset(
         raise DatasetError(f"dataset {dataset.name!r} is empty: expected at least one image")
     num_dataset_classes = len(dataset.classes)
     if num_classes is not None and num_classes != num_dataset_classes:
+        source = getattr(dataset, "classes_source", None)
+        where = f" (classes from {source})" if source else ""
         raise DatasetError(
-            f"class-count mismatch: dataset {dataset.name!r} has {num_dataset_classes} classes, "
-            f"the segmenter predicts {num_classes}; expected them to be equal"
+            f"class-count mismatch: dataset {dataset.name!r}{where} has {num_dataset_classes} "
+            f"classes, the segmenter predicts {num_classes}; expected them to be equal"
         )
     from certseg.data.files import FileDataset
 
