@@ -1,0 +1,157 @@
+"""The hot loop: one image → per-sample class maps of the base classifier f under noise.
+
+f = segmenter ∘ denoiser (or the segmenter alone, the SegCertify baseline). Sample j of an image
+sees x̃_j = x + σ·ε_j with ε_j = certseg.noise.sample_noise(..., index=j): every sample has its own
+noise, and the output is a pure function of (image, seed, image_key, phase, index range), whatever
+the batch size or the split of the index range. One denoiser pass per noisy batch feeds every
+segmenter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from certseg.noise import PHASES, sample_noise
+
+if TYPE_CHECKING:
+    import torch
+
+    from certseg.denoise import DiffusionDenoiser
+    from certseg.models.segmenter import Segmenter
+
+
+def class_map_dtype(num_classes: int) -> np.dtype[Any]:
+    """uint8 for up to 255 classes, uint16 beyond (class indices only, never ABSTAIN)."""
+    if num_classes > 65535:
+        raise ValueError(f"num_classes={num_classes} does not fit a uint16 class map")
+    return np.dtype(np.uint8) if num_classes <= 255 else np.dtype(np.uint16)
+
+
+def bf16_supported(device: str | torch.device) -> bool:
+    """Whether bfloat16 autocast is worth using on `device`, checked at run time.
+
+    CUDA: torch.cuda.is_bf16_supported(). CPU: the dispatch capability reports AVX512 or AMX and
+    a small bf16 autocast matmul runs. Anything else: False.
+    """
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
+    capability = str(torch.backends.cpu.get_cpu_capability()).upper()
+    if "AVX512" not in capability and "AMX" not in capability:
+        return False
+    try:
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            out = torch.ones(4, 4) @ torch.ones(4, 4)
+        return bool(out.dtype == torch.bfloat16 and float(out[0, 0]) == 4.0)
+    except RuntimeError:
+        return False
+
+
+@contextlib.contextmanager
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    import torch
+
+    if dtype is None:
+        yield
+    else:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+
+
+@contextlib.contextmanager
+def _threads(num_threads: int | None) -> Iterator[None]:
+    import torch
+
+    if num_threads is None:
+        yield
+        return
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def sample_class_maps(
+    image: np.ndarray | torch.Tensor,
+    *,
+    image_key: str,
+    phase: str,
+    start: int,
+    count: int,
+    sigma: float,
+    seed: int,
+    denoiser: DiffusionDenoiser | None,
+    segmenters: Mapping[str, Segmenter],
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    num_threads: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Class maps of samples start … start + count − 1 of one image, for every segmenter.
+
+    image: (3, H, W) float in [0, 1] units. sigma: noise std (> 0) in [0, 1] units. denoiser:
+    None for the segmenter alone. segmenters: name → Segmenter (moved to `device`). Each noisy
+    batch is denoised once and the same denoised batch goes to every segmenter; the class map is
+    the per-pixel argmax of the logits (ties → lowest class index). autocast_dtype: e.g.
+    torch.bfloat16 (see `bf16_supported`) for the denoiser and segmenters; the noise and x̃ are
+    float32. num_threads: torch intra-op threads for this call (restored afterwards).
+    Returns name → (count, H, W) uint8 (uint16 past 255 classes) on the CPU.
+    """
+    import torch
+
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {tuple(PHASES)}, got {phase!r}")
+    if not np.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma}")
+    if isinstance(start, bool) or int(start) != start or start < 0:
+        raise ValueError(f"start must be an integer >= 0, got {start!r}")
+    if isinstance(count, bool) or int(count) != count or count < 0:
+        raise ValueError(f"count must be an integer >= 0, got {count!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not segmenters:
+        raise ValueError("segmenters must name at least one segmenter")
+    target = torch.device(device)
+    clean = torch.as_tensor(image, dtype=torch.float32)
+    if clean.ndim != 3 or clean.shape[0] != 3:
+        raise ValueError(f"image must be (3, H, W), got {tuple(clean.shape)}")
+    clean = clean.to(target)
+    height, width = int(clean.shape[1]), int(clean.shape[2])
+    outputs = {
+        name: np.empty((count, height, width), dtype=class_map_dtype(seg.num_classes))
+        for name, seg in segmenters.items()
+    }
+    for segmenter in segmenters.values():
+        segmenter.to(target)
+    if denoiser is not None:
+        denoiser.to(target)
+    with _threads(num_threads), torch.inference_mode():
+        for offset in range(0, count, batch_size):
+            indices = range(start + offset, start + min(offset + batch_size, count))
+            noise = torch.stack(
+                [
+                    sample_noise(clean.shape, seed=seed, image_key=image_key, phase=phase, index=j)
+                    for j in indices
+                ]
+            ).to(target)
+            noisy = clean.unsqueeze(0) + sigma * noise
+            with _autocast(target, autocast_dtype):
+                inputs = noisy if denoiser is None else denoiser.denoise(noisy, sigma)
+                for name, segmenter in segmenters.items():
+                    logits = segmenter(inputs.float())
+                    labels = logits.float().argmax(dim=1)
+                    block = outputs[name][offset : offset + len(indices)]
+                    block[...] = labels.cpu().numpy().astype(block.dtype)
+    return outputs

@@ -1,0 +1,188 @@
+"""Tests for certseg.sampling: keyed per-sample noise, batch/split invariance, one denoise pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from torch import nn
+
+from certseg.denoise import DiffusionDenoiser
+from certseg.models.segmenter import Segmenter
+from certseg.noise import sample_noise
+from certseg.sampling import bf16_supported, class_map_dtype, sample_class_maps
+
+SIGMA = 0.5
+
+
+class BinNet(nn.Module):
+    """Logits that make the argmax the bin of channel 0 (of `bins` equal bins over [−1, 2]):
+    the class map reads the noise directly, so shared noise would show."""
+
+    def __init__(self, bins: int = 8) -> None:
+        super().__init__()
+        self.register_buffer("centres", torch.linspace(-1, 2, bins).view(1, bins, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centres: torch.Tensor = self.centres  # type: ignore[assignment]
+        return -((x[:, :1] - centres) ** 2)
+
+
+def bin_segmenter(bins: int = 8, name: str = "bins") -> Segmenter:
+    return Segmenter(BinNet(bins), num_classes=bins, mean=(0, 0, 0), std=(1, 1, 1), name=name)
+
+
+def conv_segmenter(seed: int = 0) -> Segmenter:
+    torch.manual_seed(seed)
+    net = nn.Conv2d(3, 5, 3, padding=1)
+    return Segmenter(net, num_classes=5, mean=(0.5, 0.5, 0.5), std=(0.3, 0.3, 0.3), name="conv")
+
+
+def tiny_denoiser() -> DiffusionDenoiser:
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
+    return DiffusionDenoiser(unet, DDPMScheduler(num_train_timesteps=1000))
+
+
+def image(size: int = 16) -> np.ndarray:
+    return np.random.default_rng(0).random((3, size, size), dtype=np.float32)
+
+
+def run(**overrides: object) -> dict[str, np.ndarray]:
+    args: dict[str, object] = {
+        "image_key": "img-3",
+        "phase": "estimation",
+        "start": 0,
+        "count": 12,
+        "sigma": SIGMA,
+        "seed": 42,
+        "denoiser": None,
+        "segmenters": {"bins": bin_segmenter(), "conv": conv_segmenter()},
+        "batch_size": 5,
+    }
+    args.update(overrides)
+    return sample_class_maps(image(), **args)  # type: ignore[arg-type]
+
+
+def test_shapes_and_dtypes() -> None:
+    out = run()
+    assert set(out) == {"bins", "conv"}
+    for maps in out.values():
+        assert maps.shape == (12, 16, 16) and maps.dtype == np.uint8
+    assert out["bins"].max() < 8 and out["conv"].max() < 5
+
+
+@pytest.mark.parametrize("with_denoiser", [False, True])
+def test_identical_for_any_batch_size_and_split(with_denoiser: bool) -> None:
+    denoiser = tiny_denoiser() if with_denoiser else None
+    reference = run(batch_size=12, denoiser=denoiser)
+    for batch_size in (1, 5, 32):
+        got = run(batch_size=batch_size, denoiser=denoiser)
+        for name in reference:
+            np.testing.assert_array_equal(got[name], reference[name])
+    first = run(start=0, count=7, batch_size=3, denoiser=denoiser)
+    second = run(start=7, count=5, batch_size=4, denoiser=denoiser)
+    for name in reference:
+        np.testing.assert_array_equal(np.concatenate([first[name], second[name]]), reference[name])
+
+
+@pytest.mark.parametrize("with_denoiser", [False, True])
+def test_equals_per_sample_recomputation(with_denoiser: bool) -> None:
+    # Independent path: each sample alone, its noise drawn from its own key.
+    denoiser = tiny_denoiser() if with_denoiser else None
+    segmenters = {"bins": bin_segmenter(), "conv": conv_segmenter()}
+    out = run(start=3, count=6, batch_size=4, denoiser=denoiser, segmenters=segmenters)
+    clean = torch.from_numpy(image())
+    for row, j in enumerate(range(3, 9)):
+        eps = sample_noise((3, 16, 16), seed=42, image_key="img-3", phase="estimation", index=j)
+        noisy = (clean + SIGMA * eps).unsqueeze(0)
+        with torch.no_grad():
+            inputs = noisy if denoiser is None else denoiser.denoise(noisy, SIGMA)
+            for name, segmenter in segmenters.items():
+                expected = segmenter(inputs).argmax(dim=1)[0].numpy()
+                np.testing.assert_array_equal(out[name][row], expected)
+
+
+def test_samples_within_a_batch_have_their_own_noise() -> None:
+    out = run(count=8, batch_size=8)["bins"]
+    for j in range(1, 8):
+        assert not np.array_equal(out[0], out[j])
+    # Bin of x + σε spreads over several classes per pixel across samples.
+    assert len(np.unique(out[:, 0, 0])) > 1
+
+
+def test_phase_seed_and_key_change_the_noise() -> None:
+    base = run()["bins"]
+    for overrides in ({"phase": "selection"}, {"seed": 43}, {"image_key": "img-4"}):
+        assert not np.array_equal(run(**overrides)["bins"], base)
+
+
+class CountingDenoiser(DiffusionDenoiser):
+    calls = 0
+
+    def denoise(self, noisy: torch.Tensor, sigma: float) -> torch.Tensor:
+        type(self).calls += 1
+        return super().denoise(noisy, sigma)
+
+
+def test_one_denoise_pass_per_batch_feeds_every_segmenter() -> None:
+    base = tiny_denoiser()
+    counting = CountingDenoiser(base.unet, base.scheduler)
+    CountingDenoiser.calls = 0
+    run(denoiser=counting, count=12, batch_size=5)
+    assert CountingDenoiser.calls == 3  # ceil(12 / 5), not 3 × 2 segmenters
+
+
+def test_uint16_past_255_classes() -> None:
+    class Constant(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = torch.zeros(x.shape[0], 300, *x.shape[-2:])
+            logits[:, 280] = 1.0
+            return logits
+
+    big = Segmenter(Constant(), num_classes=300, mean=(0, 0, 0), std=(1, 1, 1), name="big")
+    out = run(segmenters={"big": big}, count=2)["big"]
+    assert out.dtype == np.uint16 and (out == 280).all()
+    assert class_map_dtype(255) == np.uint8 and class_map_dtype(256) == np.uint16
+
+
+def test_zero_count_and_bad_arguments() -> None:
+    assert run(count=0)["bins"].shape == (0, 16, 16)
+    for overrides in (
+        {"sigma": 0.0},
+        {"phase": "train"},
+        {"start": -1},
+        {"batch_size": 0},
+        {"segmenters": {}},
+    ):
+        with pytest.raises(ValueError):
+            run(**overrides)
+    with pytest.raises(ValueError, match="image"):
+        sample_class_maps(
+            np.zeros((1, 4, 4), np.float32),
+            image_key="a",
+            phase="selection",
+            start=0,
+            count=1,
+            sigma=0.25,
+            seed=0,
+            denoiser=None,
+            segmenters={"bins": bin_segmenter()},
+        )
+
+
+def test_bf16_autocast_path() -> None:
+    assert isinstance(bf16_supported("cpu"), bool)
+    assert bf16_supported("meta") is False
+    out = run(autocast_dtype=torch.bfloat16, denoiser=tiny_denoiser(), count=4, num_threads=1)
+    assert out["conv"].shape == (4, 16, 16)
