@@ -5,8 +5,9 @@ annotations trainval_merged.json):
     VOCdevkit/VOC2010/JPEGImages/<id>.jpg
     VOCdevkit/VOC2010/SegmentationClassContext/<id>.png      (uint8, values 0..59)
     VOCdevkit/VOC2010/ImageSets/SegmentationContext/{train,val}.txt   (one id per line)
-`root` may be the VOC2010 folder itself or a folder containing VOCdevkit/VOC2010. Manifest paths
-are relative to the VOC2010 folder. The image id is the VOC id (e.g. "2008_000002"), sorted.
+`root` may be the VOC2010 folder itself, the VOCdevkit folder, or a folder containing
+VOCdevkit/VOC2010. Manifest paths are relative to the VOC2010 folder. The image id is the VOC
+id (e.g. "2008_000002"), sorted.
 
 Labels: stored 0 is background, which the 59-class protocol ignores; 1..59 are the 59 classes.
 As mmsegmentation's PascalContextDataset59 (reduce_zero_label=True) and the SegCertify HRNet
@@ -62,7 +63,7 @@ def map_context_labels(raw: np.ndarray, *, ignore_index: int = 255) -> np.ndarra
 
 
 def find_voc2010(root: Path) -> Path:
-    """The VOC2010 folder: `root` itself when it holds JPEGImages/, else root/VOCdevkit/VOC2010."""
+    """The VOC2010 folder: root, root/VOCdevkit/VOC2010 or root/VOC2010 (the first with images)."""
     for candidate in (root, root / "VOCdevkit" / "VOC2010", root / "VOC2010"):
         if (candidate / IMAGE_DIR).is_dir():
             return candidate

@@ -185,3 +185,21 @@ def test_synthetic_dataset_round_trips_through_the_folder_layout(tmp_path: Path)
         original, loaded = synthetic.load(index), folder.load(index)
         np.testing.assert_array_equal(loaded.target, original.target)
         np.testing.assert_allclose(loaded.image, original.image, atol=0.5 / 255 + 1e-6)
+
+
+def test_empty_file_is_unreadable(folder_root: Path) -> None:
+    (folder_root / "images/b02.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"images/b02\.png: unreadable or truncated"):
+        validate_dataset(open_dataset(_spec(folder_root)))
+
+
+def test_palette_image_and_bilevel_mask(folder_root: Path) -> None:
+    indices = np.array([[0, 1], [1, 0]], dtype=np.uint8)
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([10, 20, 30, 200, 150, 100] + [0] * 762)
+    image.save(folder_root / "images/c03.png")
+    Image.fromarray(indices.astype(bool)).save(folder_root / "masks/c03.png")  # mode "1"
+    example = open_dataset(_spec(folder_root)).load(2)
+    np.testing.assert_allclose(example.image[:, 0, 1], np.array([200, 150, 100]) / 255.0)
+    np.testing.assert_allclose(example.image[:, 0, 0], np.array([10, 20, 30]) / 255.0)
+    np.testing.assert_array_equal(example.target, indices)
