@@ -90,6 +90,19 @@ def test_certify_matches_exact_loop_and_statsmodels(
         np.testing.assert_array_equal(result.certified.ravel(), expected)
 
 
+def test_holm_step_down_stops_at_first_failure_on_binomial_pvalues() -> None:
+    """9 pixels with k = 84 fail their first Holm step (p > alpha / 10); the one pixel with k = 83
+    would pass its own threshold alpha / 1, but the procedure has already stopped."""
+    n, tau, alpha = 100, 0.75, 0.05
+    p84, p83 = stats.binom.sf([83, 82], n, tau)
+    assert alpha / 10 < p84 < p83 <= alpha  # the situation the test is about
+    counts = np.full((1, 10), 84)
+    counts[0, 3] = 83
+    result = certify_pixels(np.zeros_like(counts), counts, n, alpha=alpha, tau=tau, sigma=1)
+    assert not result.certified.any()
+    assert not multipletests(result.pvalues.ravel(), alpha=alpha, method="holm")[0].any()
+
+
 def test_result_fields() -> None:
     counts = np.array([[100, 90], [60, 0]])
     labels = np.array([[3, 0], [7, 255]], dtype=np.uint8)  # uint8 labels, any class index

@@ -93,3 +93,24 @@ def test_reject_by_count_empty_and_validation() -> None:
         holm_reject(np.array([0.1]), 1.0)
     with pytest.raises(ValueError, match="pvalues"):
         bonferroni_reject(np.array([0.1, 1.5]), 0.05)
+
+
+def test_reject_by_count_step_down_stops_at_first_failure() -> None:
+    # sorted p: 0.02, 0.025, 0.04 against thresholds 0.05/3, 0.05/2, 0.05/1: the first fails, so
+    # nothing is rejected, although the later two pass their own thresholds.
+    table = np.array([0.04, 0.025, 0.02])
+    histogram = np.array([1, 1, 1])
+    assert not reject_by_count(histogram, table, 0.05, "holm").any()
+    np.testing.assert_array_equal(_statsmodels(table, 0.05, "holm"), [False] * 3)
+
+
+def test_reject_by_count_rejects_p_equal_to_threshold() -> None:
+    # p_(j) == alpha / (m - j + 1) exactly is rejected (<=), as in statsmodels.
+    alpha = 0.05
+    table = np.array([alpha / 1, alpha / 3, alpha / 5])  # groups of 2, 2, 1 pixels (m = 5)
+    histogram = np.array([1, 2, 2])
+    k = np.repeat(np.arange(3), histogram)
+    for method in ("holm", "bonferroni"):
+        got = reject_by_count(histogram, table, alpha, method)[k]  # type: ignore[arg-type]
+        np.testing.assert_array_equal(got, _statsmodels(table[k], alpha, method))
+    assert reject_by_count(histogram, table, alpha, "holm").all()
