@@ -7,6 +7,7 @@ integer class indices in [0, C). A stack of N of them is (N, H, W). Counts are i
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -49,11 +50,9 @@ def count_votes(class_maps: np.ndarray, num_classes: int) -> np.ndarray:
 def _count_votes(class_maps: object, num_classes: object, name: str) -> np.ndarray:
     num_classes = _check_num_classes(num_classes)
     maps = _check_class_maps(class_maps, num_classes, name)
-    _, height, width = maps.shape
-    counts = np.zeros((num_classes, height, width), dtype=np.int32)
-    for sample in maps:
-        for c in range(num_classes):
-            counts[c] += sample == c
+    counts = np.zeros((num_classes, *maps.shape[1:]), dtype=np.int32)
+    for c in range(num_classes):
+        _sum_votes(maps, c, out=counts[c])
     return counts
 
 
@@ -61,15 +60,32 @@ def select_labels(selection: np.ndarray, num_classes: int) -> np.ndarray:
     """The per-pixel mode of the selection class maps (METHOD §3 step 1), ties to the lowest class.
 
     selection: (n0, H, W) integer class indices in [0, num_classes), n0 >= 1.
-    Returns (H, W) int32 selected classes ĉ.
+    Returns (H, W) int32 selected classes ĉ. Memory O(H · W): one class plane at a time.
     """
-    maps = np.asarray(selection)
-    if maps.ndim == 3 and maps.shape[0] == 0:
+    num_classes = _check_num_classes(num_classes)
+    maps = _check_class_maps(selection, num_classes, "selection")
+    if maps.shape[0] == 0:
         raise ValueError("selection must hold at least one class map (n0 >= 1), got n0 = 0")
-    votes = _count_votes(maps, num_classes, "selection")
-    # np.argmax returns the first maximum: ties go to the lowest class index.
-    selected: np.ndarray = np.argmax(votes, axis=0).astype(np.int32)
-    return selected
+    return _running_mode((_sum_votes(maps, c) for c in range(num_classes)), maps.shape[1:])
+
+
+def _sum_votes(maps: np.ndarray, c: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) int32 number of the (N, H, W) maps that predict class c, added into `out` if given."""
+    plane = np.zeros(maps.shape[1:], dtype=np.int32) if out is None else out
+    for sample in maps:
+        plane += sample == c
+    return plane
+
+
+def _running_mode(planes: Iterable[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """Index of the first maximal plane per pixel (ties to the lowest index), int32."""
+    best = np.zeros(shape, dtype=np.int32)
+    best_votes = np.full(shape, -1, dtype=np.int64)
+    for c, plane in enumerate(planes):
+        better = plane > best_votes  # strict: an equal later class never wins a tie
+        best[better] = c
+        np.copyto(best_votes, plane, casting="unsafe", where=better)  # counts fit in int64
+    return best
 
 
 def labels_from_votes(votes: np.ndarray) -> np.ndarray:
@@ -80,8 +96,7 @@ def labels_from_votes(votes: np.ndarray) -> np.ndarray:
     array = check_integer_array(votes, "votes")
     if array.ndim != 3 or array.shape[0] < 1:
         raise ValueError(f"votes must have shape (C, H, W) with C >= 1, got shape {array.shape}")
-    selected: np.ndarray = np.argmax(array, axis=0).astype(np.int32)
-    return selected
+    return _running_mode(array, array.shape[1:])
 
 
 def count_agreement(estimation: np.ndarray, labels: np.ndarray) -> np.ndarray:

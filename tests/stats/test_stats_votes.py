@@ -104,3 +104,9 @@ def test_validation_names_the_argument() -> None:
         count_agreement(good[0], np.zeros((3, 3), dtype=np.int32))
     with pytest.raises(ValueError, match="votes"):
         labels_from_votes(np.zeros((0, 3, 3), dtype=np.int32))
+
+
+def test_labels_from_votes_ties_and_dtypes() -> None:
+    votes = np.array([[[1, 5, 0]], [[3, 5, 0]], [[3, 2, 0]]])  # (C=3, H=1, W=3)
+    for dtype in (np.int32, np.int64, np.uint16, np.uint64):
+        np.testing.assert_array_equal(labels_from_votes(votes.astype(dtype)), [[1, 0, 0]])
