@@ -60,13 +60,34 @@ def select_labels(selection: np.ndarray, num_classes: int) -> np.ndarray:
     """The per-pixel mode of the selection class maps (METHOD §3 step 1), ties to the lowest class.
 
     selection: (n0, H, W) integer class indices in [0, num_classes), n0 >= 1.
-    Returns (H, W) int32 selected classes ĉ. Memory O(H · W): one class plane at a time.
+    Returns (H, W) int32 selected classes ĉ. Cost O(n0 · min(n0, C) · H · W) comparisons, memory
+    O(H · W): with fewer maps than classes each map's class is counted against all maps (pairwise),
+    otherwise each class is counted (one class plane at a time).
     """
     num_classes = _check_num_classes(num_classes)
     maps = _check_class_maps(selection, num_classes, "selection")
     if maps.shape[0] == 0:
         raise ValueError("selection must hold at least one class map (n0 >= 1), got n0 = 0")
+    if maps.shape[0] < num_classes:
+        return _pairwise_mode(maps)
     return _running_mode((_sum_votes(maps, c) for c in range(num_classes)), maps.shape[1:])
+
+
+def _pairwise_mode(maps: np.ndarray) -> np.ndarray:
+    """Mode of (N, H, W) maps: the class of map s gets #{t : maps[t] == maps[s]} votes; the lowest
+    class among those with the most votes wins (every modal class is some map's class)."""
+    shape = maps.shape[1:]
+    best = np.zeros(shape, dtype=np.int32)
+    best_votes = np.full(shape, -1, dtype=np.int32)
+    votes = np.empty(shape, dtype=np.int32)
+    for candidate in maps:
+        votes.fill(0)
+        for sample in maps:
+            votes += sample == candidate
+        better = (votes > best_votes) | ((votes == best_votes) & (candidate < best))
+        np.copyto(best, candidate, casting="unsafe", where=better)
+        np.copyto(best_votes, votes, where=better)
+    return best
 
 
 def _sum_votes(maps: np.ndarray, c: int, out: np.ndarray | None = None) -> np.ndarray:

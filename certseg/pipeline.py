@@ -1,0 +1,555 @@
+"""The orchestration-free run layer: plan shards, prepare the store, sample a shard, health check.
+
+Each function does one step of `certify-dataset` and can be called from a Prefect task, a Dask
+worker or a test. Everything a step needs travels as plain values (the config, the store URL and
+its storage_options), so a step can run in another process. Models are loaded once per process
+(`load_models`, cached by config_id and device). torch is imported inside the functions.
+
+Sampling streams image by image: for each image, σ and denoiser group, `sample_class_maps` is
+called once per sample block (one denoiser pass feeds every segmenter of the group), each
+variant's class maps are written to its chunk, then the block's completion flag. Blocks already
+flagged are skipped, so a re-run resumes where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from certseg.config import RunConfig
+from certseg.storage import PHASES_STORED, SampleStore, StoreTemplate, sigma_key
+
+if TYPE_CHECKING:
+    from certseg.data.base import SegmentationDataset
+
+Sampler = Callable[..., Mapping[str, np.ndarray]]
+Progress = Callable[[int], None]
+
+
+def code_version() -> str:
+    """`git describe --always --dirty` of the certseg checkout, else the package version."""
+    import certseg
+
+    root = Path(certseg.__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        described = out.stdout.strip()
+        if described:
+            return f"{certseg.__version__}+{described}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return certseg.__version__
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A contiguous range of images [start, stop) sampled by one task."""
+
+    index: int
+    start: int
+    stop: int
+
+
+def plan_shards(num_images: int, shards: int) -> tuple[Shard, ...]:
+    """Split N images into at most `shards` contiguous, near-equal ranges (none empty)."""
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    count = min(shards, num_images)
+    bounds = [round(i * num_images / count) for i in range(count + 1)]
+    return tuple(Shard(i, bounds[i], bounds[i + 1]) for i in range(count))
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Models:
+    """Loaded models of a run: segmenters and denoisers by config key, and the autocast dtype."""
+
+    segmenters: dict[str, Any]
+    denoisers: dict[str, Any]
+    autocast_dtype: Any = None
+    device: str = "cpu"
+
+    @property
+    def num_classes(self) -> int:
+        """The segmenters' class count (they must agree)."""
+        counts = {int(s.num_classes) for s in self.segmenters.values()}
+        if len(counts) != 1:
+            raise ValueError(f"segmenters disagree on num_classes: {sorted(counts)}")
+        return counts.pop()
+
+
+_MODELS: dict[tuple[str, str], Models] = {}
+
+
+def resolve_autocast(config: RunConfig) -> Any:
+    """torch.bfloat16 when sampling.bf16 is true, or "auto" and the device supports it."""
+    import torch
+
+    setting = config.sampling.bf16
+    if setting is False:
+        return None
+    if setting is True:
+        return torch.bfloat16
+    try:
+        from certseg.sampling import bf16_supported
+    except ImportError:
+        return None
+    return torch.bfloat16 if bf16_supported(config.sampling.device) else None
+
+
+def load_models(config: RunConfig, *, device: str | None = None) -> Models:
+    """Build every segmenter and denoiser the variants use (cached per process and config_id).
+
+    Sets torch's thread count when sampling.threads is given.
+    """
+    import torch
+
+    device = device or config.sampling.device
+    if config.sampling.threads is not None:
+        torch.set_num_threads(config.sampling.threads)
+    key = (config.config_id, device)
+    if key in _MODELS:
+        return _MODELS[key]
+    from certseg.models import SegmenterSpec, build_segmenter
+
+    autocast = resolve_autocast(config)
+    segmenters: dict[str, Any] = {}
+    for name in config.used_segmenters():
+        spec = config.segmenters[name]
+        path = str(config.resolve_path(spec.path)) if spec.path is not None else None
+        segmenter = build_segmenter(
+            SegmenterSpec(
+                family=spec.family,  # type: ignore[arg-type]
+                path=path,
+                num_classes=spec.num_classes,
+                mean=spec.mean,
+                std=spec.std,
+                options=dict(spec.options),
+                name=name,
+            )
+        )
+        segmenters[name] = segmenter.to(device).eval()
+    denoisers: dict[str, Any] = {}
+    used = sorted({v.denoiser for v in config.variants if v.denoiser})
+    if used:
+        from certseg.denoise import load_denoiser
+
+        for name in used:
+            spec_d = config.denoisers[name]
+            denoisers[name] = load_denoiser(
+                config.resolve_path(spec_d.path),
+                device=device,
+                resolution=spec_d.resolution,
+                timestep_rule=spec_d.timestep_rule,
+                num_steps=spec_d.num_steps,
+                autocast_dtype=autocast,
+            )
+    models = Models(segmenters, denoisers, autocast, device)
+    _MODELS[key] = models
+    return models
+
+
+def clear_model_cache() -> None:
+    """Forget the models loaded in this process."""
+    _MODELS.clear()
+
+
+def model_files(config: RunConfig) -> dict[str, Path]:
+    """Every weight file of the used models, keyed "segmenter/<name>/<file>" (for lineage)."""
+    out: dict[str, Path] = {}
+    entries: list[tuple[str, str | None]] = [
+        (f"segmenter/{name}", config.segmenters[name].path) for name in config.used_segmenters()
+    ]
+    entries += [
+        (f"denoiser/{name}", config.denoisers[name].path)
+        for name in sorted({v.denoiser for v in config.variants if v.denoiser})
+    ]
+    for prefix, raw in entries:
+        if raw is None:
+            continue
+        path = config.resolve_path(raw)
+        if path.is_file():
+            out[f"{prefix}/{path.name}"] = path
+        elif path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                if file.suffix in (".safetensors", ".bin", ".pt", ".pth", ".pt2", ".json"):
+                    out[f"{prefix}/{file.relative_to(path)}"] = file
+    return out
+
+
+# --- datasets and the store -----------------------------------------------------------------
+
+
+def open_run_dataset(config: RunConfig) -> SegmentationDataset:
+    """The dataset the config certifies (subset applied; not yet validated)."""
+    from certseg.data.registry import open_dataset
+
+    return open_dataset(config.dataset.to_spec(base_dir=_base_dir(config)))
+
+
+def open_health_dataset(config: RunConfig) -> SegmentationDataset | None:
+    """The held-out health-check dataset: the first health.num_images of health.split."""
+    if config.health.num_images == 0:
+        return None
+    from certseg.data.registry import SubsetSpec, open_dataset
+
+    spec = config.dataset.to_spec(split=config.health.split, base_dir=_base_dir(config))
+    if spec.kind == "synthetic":
+        spec = dataclasses.replace(spec, num_images=config.health.num_images, subset=None)
+    else:
+        spec = dataclasses.replace(spec, subset=SubsetSpec(first=config.health.num_images))
+    return open_dataset(spec)
+
+
+def _base_dir(config: RunConfig) -> Path:
+    return Path(config.base_dir) if config.base_dir else Path.cwd()
+
+
+@dataclass(frozen=True)
+class PreparedStore:
+    """The store a run writes to, created and checked; what later steps need to find it."""
+
+    url: str
+    storage_options: dict[str, Any]
+    config_id: str
+    num_images: int
+    num_classes: int
+    manifest_sha256: str
+    created: bool
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+def prepare_store(
+    config: RunConfig,
+    *,
+    num_classes: int,
+    store_url: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> PreparedStore:
+    """Validate the dataset, then create (or reopen, on resume) the store from its template.
+
+    num_classes: the segmenters' class count; the dataset must match it. The dataset is validated
+    before anything is written (a failing file is named; an existing store is left untouched).
+    A store written under another config_id raises StoreMismatchError.
+    """
+    from certseg.data.registry import validate_dataset
+
+    url = store_url or config.store.url
+    options = dict(storage_options if storage_options is not None else config.store.storage_options)
+    dataset = open_run_dataset(config)
+    report = validate_dataset(dataset, num_classes=num_classes)
+    dataset = report.dataset
+    health = open_health_dataset(config)
+    health_ids: tuple[str, ...] = ()
+    health_sha = ""
+    if health is not None:
+        validate_dataset(health, num_classes=num_classes)
+        health_ids = tuple(health.image_ids())
+        health_sha = health.manifest().sha256
+    manifest = dataset.manifest()
+    ids = tuple(dataset.image_ids())
+    shapes = tuple(_image_shape(dataset, i) for i in range(len(dataset)))
+    template = StoreTemplate(
+        config_id=config.config_id,
+        config_json=config.to_json(),
+        code_version=code_version(),
+        manifest_sha256=manifest.sha256,
+        dataset_name=dataset.name,
+        image_ids=ids,
+        image_shapes=shapes,
+        num_classes=num_classes,
+        class_names=tuple(c.name for c in dataset.classes),
+        ignore_index=dataset.ignore_index,
+        sigmas=config.sigmas,
+        variants=tuple(v.name for v in config.variants),
+        variant_segmenters={
+            v.name: {sigma_key(s): v.segmenter_for(s) for s in config.sigmas}
+            for v in config.variants
+        },
+        groups=config.denoiser_groups(),
+        n0=config.n0,
+        n=config.n,
+        samples_per_chunk=config.sampling.samples_per_chunk,
+        health_ids=health_ids,
+        health_manifest_sha256=health_sha,
+    )
+    existed = _exists(url, options)
+    targets = (np.asarray(dataset.load(i).target) for i in range(len(dataset)))
+    SampleStore.create(url, template, targets, storage_options=options)
+    return PreparedStore(
+        url=url,
+        storage_options=options,
+        config_id=config.config_id,
+        num_images=len(ids),
+        num_classes=num_classes,
+        manifest_sha256=manifest.sha256,
+        created=not existed,
+        skipped=tuple(report.skipped),
+    )
+
+
+def _exists(url: str, options: Mapping[str, Any]) -> bool:
+    try:
+        SampleStore.open(url, storage_options=options, read_only=True)
+    except ValueError:
+        return False
+    return True
+
+
+def _image_shape(dataset: SegmentationDataset, index: int) -> tuple[int, int]:
+    manifest = dataset.manifest()
+    if len(manifest.entries) == len(dataset):
+        entry = manifest.entries[index]
+        return int(entry.height), int(entry.width)
+    target = dataset.load(index).target
+    return int(target.shape[0]), int(target.shape[1])
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """What a shard did: blocks sampled and skipped, samples drawn, seconds spent sampling."""
+
+    shard: int
+    sampled_blocks: int
+    skipped_blocks: int
+    samples: int
+    seconds: float
+    per_sigma: dict[str, dict[str, float]] = field(default_factory=dict)
+    """sigma_key → {"samples": model evaluations (samples × segmenters), "seconds": ...}."""
+
+
+def _default_sampler() -> Sampler:
+    from certseg.sampling import sample_class_maps
+
+    return sample_class_maps
+
+
+def predict_clean(segmenter: Any, image: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """(H, W) argmax of a segmenter on the clean (3, H, W) [0, 1] image (no noise)."""
+    import torch
+
+    with torch.inference_mode():
+        batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
+        logits = segmenter(batch)
+        prediction: np.ndarray = logits.argmax(dim=1)[0].cpu().numpy()
+    return prediction
+
+
+def sample_shard(
+    config: RunConfig,
+    shard: Shard,
+    *,
+    store_url: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    models: Models | None = None,
+    sampler: Sampler | None = None,
+    progress: Progress | None = None,
+) -> ShardReport:
+    """Sample every missing block of the images in `shard` and write them to the store.
+
+    sampler: `certseg.sampling.sample_class_maps` by default (tests pass a counting stand-in).
+    progress: called with the number of samples of each finished block (skipped blocks too).
+    """
+    url = store_url or config.store.url
+    options = dict(storage_options if storage_options is not None else config.store.storage_options)
+    store = SampleStore.open(url, storage_options=options, config_id=config.config_id)
+    models = models or load_models(config)
+    sampler = sampler or _default_sampler()
+    dataset = open_run_dataset(config)
+    positions = {image_id: i for i, image_id in enumerate(dataset.image_ids())}
+    groups = config.denoiser_groups()
+    sampled = skipped = samples = 0
+    seconds = 0.0
+    per_sigma: dict[str, dict[str, float]] = {}
+    for image in range(shard.start, shard.stop):
+        image_id = store.image_ids[image]
+        if image_id not in positions:
+            raise ValueError(
+                f"image {image_id!r} of store {url!r} is not in the dataset "
+                f"{dataset.name!r} any more"
+            )
+        example = None
+        for name in config.used_segmenters():
+            if not store.clean_done(name, image):
+                example = example or dataset.load(positions[image_id])
+                prediction = predict_clean(models.segmenters[name], example.image, models.device)
+                store.write_clean(name, image, prediction)
+        for sigma in config.sigmas:
+            stats = per_sigma.setdefault(sigma_key(sigma), {"samples": 0.0, "seconds": 0.0})
+            for group, variant_names in groups.items():
+                wiring = {v: config.variant(v).segmenter_for(sigma) for v in variant_names}
+                needed = sorted(set(wiring.values()))
+                denoiser = None if group == "none" else models.denoisers[group]
+                for phase in PHASES_STORED:
+                    done = store.done_blocks(sigma, group, phase, image)
+                    for block, (start, stop) in enumerate(store.blocks(phase)):
+                        if done[block]:
+                            skipped += 1
+                            if progress is not None:
+                                progress(stop - start)
+                            continue
+                        if example is None:
+                            example = dataset.load(positions[image_id])
+                        began = time.perf_counter()
+                        maps = sampler(
+                            example.image,
+                            image_key=image_id,
+                            phase=phase,
+                            start=start,
+                            count=stop - start,
+                            sigma=sigma,
+                            seed=config.seed,
+                            denoiser=denoiser,
+                            segmenters={name: models.segmenters[name] for name in needed},
+                            batch_size=config.sampling.batch_size,
+                            device=models.device,
+                            autocast_dtype=models.autocast_dtype,
+                        )
+                        elapsed = time.perf_counter() - began
+                        for variant, segmenter_name in wiring.items():
+                            store.write_samples(
+                                sigma, variant, phase, image, start, maps[segmenter_name]
+                            )
+                        store.mark_done(sigma, group, phase, image, block)
+                        sampled += 1
+                        samples += stop - start
+                        seconds += elapsed
+                        stats["samples"] += (stop - start) * len(wiring)
+                        stats["seconds"] += elapsed
+                        if progress is not None:
+                            progress(stop - start)
+    return ShardReport(shard.index, sampled, skipped, samples, seconds, per_sigma)
+
+
+def total_blocks_samples(config: RunConfig, num_images: int) -> int:
+    """Samples a full run draws per image and group, summed (the progress bar's total)."""
+    groups = len(config.denoiser_groups())
+    return num_images * len(config.sigmas) * groups * (config.n0 + config.n)
+
+
+# --- health check ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    """Base accuracy of one variant at one σ: one noisy draw per held-out image, no certificate."""
+
+    sigma: float
+    variant: str
+    accuracy: float
+    correct: int
+    valid: int
+    num_images: int
+    floor: float
+
+    @property
+    def flagged(self) -> bool:
+        """Below the configured floor (or not measurable)."""
+        return not (self.accuracy >= self.floor)
+
+
+def run_health_check(
+    config: RunConfig,
+    *,
+    store_url: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    models: Models | None = None,
+    sampler: Sampler | None = None,
+) -> list[HealthResult]:
+    """Measure each variant's base accuracy per σ on the held-out set (phase "health", sample 0).
+
+    Results are stored per held-out image, so a re-run only measures what is missing.
+    """
+    url = store_url or config.store.url
+    options = dict(storage_options if storage_options is not None else config.store.storage_options)
+    store = SampleStore.open(url, storage_options=options, config_id=config.config_id)
+    health = open_health_dataset(config)
+    if health is None:
+        return []
+    groups = config.denoiser_groups()
+    pending = any(
+        (store.read_health(sigma, v.name)[:, 0] < 0).any()
+        for sigma in config.sigmas
+        for v in config.variants
+    )
+    if pending:
+        models = models or load_models(config)
+        sampler = sampler or _default_sampler()
+        ignore = health.ignore_index
+        for index in range(len(health)):
+            example = None
+            for sigma in config.sigmas:
+                for group, variant_names in groups.items():
+                    todo = [v for v in variant_names if store.read_health(sigma, v)[index, 0] < 0]
+                    if not todo:
+                        continue
+                    example = example or health.load(index)
+                    wiring = {v: config.variant(v).segmenter_for(sigma) for v in todo}
+                    needed = sorted(set(wiring.values()))
+                    maps = sampler(
+                        example.image,
+                        image_key=example.image_id,
+                        phase="health",
+                        start=0,
+                        count=1,
+                        sigma=sigma,
+                        seed=config.seed,
+                        denoiser=None if group == "none" else models.denoisers[group],
+                        segmenters={name: models.segmenters[name] for name in needed},
+                        batch_size=config.sampling.batch_size,
+                        device=models.device,
+                        autocast_dtype=models.autocast_dtype,
+                    )
+                    valid_mask = example.target != ignore
+                    for variant, segmenter_name in wiring.items():
+                        prediction = np.asarray(maps[segmenter_name])[0]
+                        correct = int(((prediction == example.target) & valid_mask).sum())
+                        store.write_health(
+                            sigma, variant, index, correct=correct, valid=int(valid_mask.sum())
+                        )
+    return read_health_results(store, config)
+
+
+def read_health_results(store: SampleStore, config: RunConfig) -> list[HealthResult]:
+    """The stored health-check results per (σ, variant) (NaN accuracy where not run)."""
+    results = []
+    for sigma in config.sigmas:
+        for variant in config.variants:
+            rows = store.read_health(sigma, variant.name)
+            ran = rows[rows[:, 0] >= 0] if rows.size else rows
+            correct = int(ran[:, 0].sum()) if ran.size else 0
+            valid = int(ran[:, 1].sum()) if ran.size else 0
+            accuracy = correct / valid if valid else float("nan")
+            results.append(
+                HealthResult(
+                    sigma=sigma,
+                    variant=variant.name,
+                    accuracy=accuracy,
+                    correct=correct,
+                    valid=valid,
+                    num_images=len(ran),
+                    floor=config.health.floor,
+                )
+            )
+    return results

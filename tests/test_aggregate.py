@@ -1,0 +1,223 @@
+"""Aggregation: Dask results against a direct per-image loop over certseg.stats; recertify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from certseg.aggregate import (
+    CertifyParams,
+    aggregate_store,
+    count_image,
+    dask_client,
+    radius_edges,
+)
+from certseg.stats import (
+    ABSTAIN,
+    ConfusionAccumulator,
+    certify_pixels,
+    count_agreement,
+    pixel_radii,
+    select_labels,
+)
+from certseg.storage import SampleStore, StoreTemplate, sigma_key
+
+C = 5
+SHAPES = ((12, 10), (9, 12), (12, 12))
+
+
+def _fill(url: str, seed: int = 0) -> SampleStore:
+    """A store with 3 images of different sizes and random-but-structured class maps."""
+    template = StoreTemplate(
+        config_id="c" * 64,
+        config_json="{}",
+        code_version="test",
+        manifest_sha256="m",
+        dataset_name="toy",
+        image_ids=("a", "b", "c"),
+        image_shapes=SHAPES,
+        num_classes=C,
+        class_names=tuple("abcde"),
+        ignore_index=255,
+        sigmas=(0.25, 0.5),
+        variants=("v1", "v2"),
+        variant_segmenters={v: {sigma_key(0.25): "s", sigma_key(0.5): "s"} for v in ("v1", "v2")},
+        groups={"none": ("v1", "v2")},
+        n0=4,
+        n=20,
+        samples_per_chunk=6,
+    )
+    rng = np.random.default_rng(seed)
+    targets = []
+    for h, w in SHAPES:
+        target = rng.integers(0, C, size=(h, w))
+        target[0, :3] = 255
+        targets.append(target)
+    store = SampleStore.create(url, template, targets)
+    for image, (h, w) in enumerate(SHAPES):
+        target = np.where(targets[image] == 255, 0, targets[image])
+        store.write_clean("s", image, np.where(rng.random((h, w)) < 0.9, target, 1))
+        for sigma in (0.25, 0.5):
+            for variant, keep in (("v1", 0.995), ("v2", 0.8)):
+                for phase in ("selection", "estimation"):
+                    for block, (start, stop) in enumerate(store.blocks(phase)):
+                        p = keep - sigma / 20
+                        flip = rng.random((stop - start, h, w)) > p
+                        noise = rng.integers(0, C, size=(stop - start, h, w))
+                        maps = np.where(flip, noise, target[None]).astype(np.uint8)
+                        store.write_samples(sigma, variant, phase, image, start, maps)
+                        if variant == "v2":
+                            store.mark_done(sigma, "none", phase, image, block)
+    return store
+
+
+def _direct(store: SampleStore, params: CertifyParams) -> dict[tuple[float, str], dict]:
+    """A slow loop over images with certseg.stats' per-image functions and hand-made metrics."""
+    out = {}
+    for sigma in store.sigmas:
+        for variant in store.variants:
+            correct = valid = abstained = smoothed_correct = 0
+            tp = np.zeros(C)
+            fp = np.zeros(C)
+            fn = np.zeros(C)
+            radius_correct = []
+            for image in range(store.num_images):
+                target = store.read_target(image)
+                selection = store.read_samples(sigma, variant, "selection", image)
+                estimation = store.read_samples(sigma, variant, "estimation", image, 0, params.n)
+                labels = select_labels(selection, C)
+                k = count_agreement(estimation, labels)
+                result = certify_pixels(
+                    labels,
+                    k,
+                    params.n,
+                    alpha=params.alpha,
+                    tau=params.tau,
+                    sigma=sigma,
+                    correction=params.correction,
+                )
+                mask = target != 255
+                pred = result.labels[mask]
+                true = target[mask]
+                correct += int((pred == true).sum())
+                abstained += int((pred == ABSTAIN).sum())
+                valid += int(mask.sum())
+                for c in range(C):
+                    tp[c] += ((pred == c) & (true == c)).sum()
+                    fp[c] += ((pred == c) & (true != c)).sum()
+                    fn[c] += ((pred != c) & (true == c)).sum()
+                majority = np.array(
+                    [
+                        [
+                            np.bincount(estimation[:, i, j], minlength=C).argmax()
+                            for j in range(target.shape[1])
+                        ]
+                        for i in range(target.shape[0])
+                    ]
+                )
+                smoothed_correct += int((majority[mask] == true).sum())
+                radii = pixel_radii(k, params.n, alpha=params.alpha, sigma=sigma)
+                radius_correct.extend(radii[mask & (labels == target) & (radii > 0)].tolist())
+            union = tp + fp + fn
+            out[(sigma, variant)] = {
+                "accuracy": correct / valid,
+                "abstain": abstained / valid,
+                "miou": float(np.mean(tp[union > 0] / union[union > 0])),
+                "smoothed": smoothed_correct / valid,
+                "radii": np.asarray(radius_correct),
+            }
+    return out
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SampleStore:
+    return _fill(str(tmp_path / "s.zarr"))
+
+
+@pytest.mark.parametrize("correction", ["holm", "bonferroni"])
+def test_aggregate_matches_direct_loop(store: SampleStore, correction: str) -> None:
+    params = CertifyParams(n=20, alpha=0.05, tau=0.6, correction=correction)  # type: ignore[arg-type]
+    result = aggregate_store(store.url, params, persist_counts=False)
+    expected = _direct(store, params)
+    some_certified = False
+    for key, want in expected.items():
+        summary = result.get(*key)
+        certified = ConfusionAccumulator.from_dict(summary.certified).metrics()
+        assert certified.accuracy == pytest.approx(want["accuracy"], abs=1e-12)
+        assert certified.abstain_rate == pytest.approx(want["abstain"], abs=1e-12)
+        assert certified.miou == pytest.approx(want["miou"], abs=1e-12)
+        smoothed = ConfusionAccumulator.from_dict(summary.smoothed).metrics()
+        assert smoothed.accuracy == pytest.approx(want["smoothed"], abs=1e-12)
+        hist = np.asarray(summary.radius_hist)
+        edges = radius_edges(key[0])
+        expected_hist, _ = np.histogram(want["radii"], bins=edges)
+        assert hist.tolist() == expected_hist.tolist()
+        assert summary.num_images == 3
+        some_certified |= certified.accuracy > 0.3
+    assert some_certified  # the test data can be certified: the comparison is not all zeros
+
+
+def test_clean_accuracy_is_the_clean_prediction(store: SampleStore) -> None:
+    result = aggregate_store(store.url, CertifyParams(n=20, alpha=0.05, tau=0.6))
+    correct = valid = 0
+    for image in range(3):
+        target = store.read_target(image)
+        mask = target != 255
+        correct += int((store.read_clean("s", image)[mask] == target[mask]).sum())
+        valid += int(mask.sum())
+    clean = ConfusionAccumulator.from_dict(result.get(0.5, "v2").clean).metrics()
+    assert clean.accuracy == pytest.approx(correct / valid)
+
+
+def test_counts_persisted_and_recertify_equals_fresh(store: SampleStore, tmp_path: Path) -> None:
+    full = CertifyParams(n=20, alpha=0.05, tau=0.6)
+    first = aggregate_store(store.url, full)
+    assert sum(s.recounted for s in first.summaries.values()) == 12
+    assert store.counts_n(0.25, "v1", 2) == 20
+    stored = store.read_counts(0.25, "v1", 2)
+    direct = count_image(store, 0.25, "v1", 2, 20)
+    assert np.array_equal(stored["k"], direct.k)
+    new = CertifyParams(n=20, alpha=0.01, tau=0.75, correction="bonferroni")
+    recertified = aggregate_store(store.url, new)
+    assert sum(s.recounted for s in recertified.summaries.values()) == 0  # counts reused
+    fresh_store = _fill(str(tmp_path / "fresh.zarr"))
+    fresh = aggregate_store(fresh_store.url, new, persist_counts=False)
+    for key in fresh.summaries:
+        a, b = recertified.summaries[key], fresh.summaries[key]
+        assert (a.certified, a.smoothed, a.radius_hist) == (b.certified, b.smoothed, b.radius_hist)
+    assert recertified.summaries != first.summaries
+    # a smaller n recounts from the first n samples and leaves the stored full-n counts alone
+    small = CertifyParams(n=7, alpha=0.05, tau=0.6)
+    smaller = aggregate_store(store.url, small)
+    assert sum(s.recounted for s in smaller.summaries.values()) == 12
+    assert store.counts_n(0.25, "v1", 2) == 20
+    expected = _direct(store, small)
+    for key, want in expected.items():
+        got = ConfusionAccumulator.from_dict(smaller.get(*key).certified).metrics()
+        assert got.accuracy == pytest.approx(want["accuracy"], abs=1e-12)
+    with pytest.raises(ValueError, match="exceeds"):
+        aggregate_store(store.url, CertifyParams(n=21, alpha=0.05, tau=0.6))
+
+
+def test_incomplete_store_refused(tmp_path: Path) -> None:
+    store = _fill(str(tmp_path / "s.zarr"))
+    store.group["done/sigma_0.5/none/estimation"][1] = np.array([1, 0, 1, 1], dtype=np.uint8)
+    with pytest.raises(ValueError, match="not completely sampled"):
+        aggregate_store(store.url, CertifyParams(n=20, alpha=0.05, tau=0.6))
+
+
+def test_distributed_client_gives_the_same_result(store: SampleStore) -> None:
+    params = CertifyParams(n=20, alpha=0.05, tau=0.6)
+    local = aggregate_store(store.url, params, persist_counts=False, partitions=5)
+    with dask_client(n_workers=2, threads_per_worker=1, processes=False) as client:
+        distributed = aggregate_store(store.url, params, client=client, persist_counts=False)
+    assert local.summaries == distributed.summaries
+
+
+def test_params_validation() -> None:
+    with pytest.raises(ValueError, match=r"CertifyParams\.tau"):
+        CertifyParams(n=5, alpha=0.1, tau=0.5)
+    with pytest.raises(ValueError, match=r"CertifyParams\.n"):
+        CertifyParams(n=0, alpha=0.1, tau=0.7)

@@ -1,0 +1,158 @@
+"""The run layer: shard planning, store preparation, resumable sampling, shards, health."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipeline_fixtures import CountingSampler, make_models_dir, tiny_config_dict
+
+from certseg.aggregate import CertifyParams, aggregate_store
+from certseg.config import RunConfig, config_from_dict
+from certseg.pipeline import (
+    Shard,
+    load_models,
+    plan_shards,
+    prepare_store,
+    read_health_results,
+    run_health_check,
+    sample_shard,
+)
+from certseg.storage import SampleStore, StoreMismatchError
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_models_dir(tmp_path_factory.getbasetemp() / "standins")
+
+
+def _config(models_dir: Path, store: Path, **kwargs: object) -> RunConfig:
+    return config_from_dict(tiny_config_dict(models_dir, store, **kwargs))  # type: ignore[arg-type]
+
+
+def _run(config: RunConfig, sampler: CountingSampler, shards: int) -> None:
+    models = load_models(config)
+    prepare_store(config, num_classes=models.num_classes)
+    for shard in plan_shards(4, shards):
+        sample_shard(config, shard, models=models, sampler=sampler)
+
+
+def test_plan_shards() -> None:
+    assert plan_shards(4, 1) == (Shard(0, 0, 4),)
+    assert plan_shards(5, 2) == (Shard(0, 0, 2), Shard(1, 2, 5)) or plan_shards(5, 2) == (
+        Shard(0, 0, 3),
+        Shard(1, 3, 5),
+    )
+    shards = plan_shards(10, 3)
+    assert [s.stop - s.start for s in shards] in ([3, 4, 3], [3, 3, 4], [4, 3, 3])
+    assert shards[0].start == 0 and shards[-1].stop == 10
+    assert all(a.stop == b.start for a, b in itertools.pairwise(shards))
+    assert len(plan_shards(2, 5)) == 2
+    with pytest.raises(ValueError, match="shards"):
+        plan_shards(3, 0)
+
+
+def test_resume_skips_completed_blocks(models_dir: Path, tmp_path: Path) -> None:
+    config = _config(models_dir, tmp_path / "s.zarr")
+    models = load_models(config)
+    prepared = prepare_store(config, num_classes=models.num_classes)
+    assert prepared.created and prepared.num_images == 4
+    first = CountingSampler()
+    shards = plan_shards(4, 2)
+    report = sample_shard(config, shards[0], models=models, sampler=first)  # "killed" after shard 0
+    # 2 images × 2 σ × 2 groups × (1 selection block + 3 estimation blocks of ≤ 3)
+    assert first.calls == 2 * 2 * 2 * 4 == report.sampled_blocks
+    assert first.samples == 2 * 2 * 2 * (3 + 8)
+    # Lose one block of image 3's work mid-flight: data absent, flag absent.
+    second = CountingSampler()
+    again = prepare_store(config, num_classes=models.num_classes)
+    assert not again.created
+    for shard in shards:
+        sample_shard(config, shard, models=models, sampler=second)
+    assert second.calls == 2 * 2 * 2 * 4  # only shard 1's images
+    store = SampleStore.open(str(tmp_path / "s.zarr"))
+    store.group["done/sigma_0.5/ddpm/estimation"][3] = np.array([1, 0, 1], dtype=np.uint8)
+    third = CountingSampler()
+    for shard in shards:
+        sample_shard(config, shard, models=models, sampler=third)
+    assert third.calls == 1 and third.samples == 3
+    fourth = CountingSampler()
+    for shard in shards:
+        sample_shard(config, shard, models=models, sampler=fourth)
+    assert fourth.calls == 0
+
+
+def test_other_config_refused_store_untouched(models_dir: Path, tmp_path: Path) -> None:
+    config = _config(models_dir, tmp_path / "s.zarr")
+    _run(config, CountingSampler(), 1)
+    before = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "s.zarr").rglob("*"))
+    data = tiny_config_dict(models_dir, tmp_path / "s.zarr")
+    data["n"] = 9
+    other = config_from_dict(data)
+    with pytest.raises(StoreMismatchError, match=config.config_id):
+        prepare_store(other, num_classes=7)
+    with pytest.raises(StoreMismatchError, match=other.config_id):
+        sample_shard(other, Shard(0, 0, 4), models=load_models(config), sampler=CountingSampler())
+    after = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "s.zarr").rglob("*"))
+    assert before == after
+
+
+def test_results_identical_for_1_2_3_shards(models_dir: Path, tmp_path: Path) -> None:
+    results = []
+    stores = []
+    for shards in (1, 2, 3):
+        url = tmp_path / f"s{shards}.zarr"
+        config = _config(models_dir, url, shards=shards)
+        _run(config, CountingSampler(), shards)
+        stores.append(SampleStore.open(str(url)))
+        params = CertifyParams(n=config.n, alpha=config.alpha, tau=config.tau)
+        results.append(aggregate_store(str(url), params))
+    for sigma in (0.25, 0.5):
+        for variant in ("clean", "matched", "denoised"):
+            for phase in ("selection", "estimation"):
+                for image in range(4):
+                    maps = [s.read_samples(sigma, variant, phase, image) for s in stores]
+                    assert np.array_equal(maps[0], maps[1]) and np.array_equal(maps[0], maps[2])
+            summaries = [r.get(sigma, variant) for r in results]
+            assert summaries[0] == summaries[1] == summaries[2]
+    # the wiring holds: "matched" uses the noisy segmenter at 0.25 only
+    store = stores[0]
+    assert np.array_equal(
+        store.read_samples(0.5, "matched", "estimation", 1),
+        store.read_samples(0.5, "clean", "estimation", 1),
+    )
+    assert not np.array_equal(
+        store.read_samples(0.25, "matched", "estimation", 1),
+        store.read_samples(0.25, "clean", "estimation", 1),
+    )
+
+
+def test_health_check_flags_a_broken_base_classifier(models_dir: Path, tmp_path: Path) -> None:
+    config = _config(models_dir, tmp_path / "s.zarr", broken=True)
+    models = load_models(config)
+    prepare_store(config, num_classes=models.num_classes)
+    sampler = CountingSampler()
+    results = run_health_check(config, models=models, sampler=sampler)
+    by_key = {(r.sigma, r.variant): r for r in results}
+    assert len(results) == 2 * 4
+    # the held-out targets, measured independently of the pipeline
+    from certseg.pipeline import open_health_dataset
+
+    health = open_health_dataset(config)
+    assert health is not None and len(health) == 2
+    assert health.image_ids() != SampleStore.open(str(tmp_path / "s.zarr")).image_ids[:2]
+    share = sum(int((health.load(i).target == 6).sum()) for i in range(2)) / (2 * 32 * 32)
+    for sigma in (0.25, 0.5):
+        broken = by_key[(sigma, "broken")]
+        assert broken.accuracy == pytest.approx(share)
+        assert broken.flagged
+        assert broken.valid == 2 * 32 * 32 and broken.num_images == 2
+    calls = sampler.calls
+    assert calls == 2 * 2 * 2  # images × σ × groups, one draw each
+    again = CountingSampler()
+    assert run_health_check(config, models=models, sampler=again) == results
+    assert again.calls == 0  # stored, not re-measured
+    store = SampleStore.open(str(tmp_path / "s.zarr"))
+    assert read_health_results(store, config) == results
