@@ -1,6 +1,6 @@
 """Certification statistics (pure numpy/scipy): votes → counts → certified labels, radii, metrics.
 
-No torch, no files, no randomness. See ../../../shared/METHOD.md §3-4 for the method and units.
+No torch, no files, no randomness. The method, units and conventions: METHOD.md §3-4.
 """
 
 from __future__ import annotations

@@ -285,3 +285,15 @@ def test_pixel_radii_validation() -> None:
         pixel_radii(np.ones((2, 2), int), 5, alpha=2, sigma=1)
     with pytest.raises(ValueError, match=r"^counts "):
         pixel_radii(np.full((2, 2), 6), 5, alpha=0.05, sigma=1)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64, np.uint64])
+def test_integer_dtypes_of_counts_and_labels(dtype: type) -> None:
+    counts = np.array([[100, 60], [95, 70]], dtype=dtype)
+    labels = np.array([[1, 2], [3, 4]], dtype=dtype)
+    result = certify_pixels(labels, counts, 100, alpha=0.001, tau=0.75, sigma=0.25)
+    np.testing.assert_array_equal(result.labels, [[1, ABSTAIN], [3, ABSTAIN]])
+    np.testing.assert_array_equal(
+        pixel_radii(counts, 100, alpha=0.001, sigma=0.25),
+        pixel_radii(counts.astype(np.int64), 100, alpha=0.001, sigma=0.25),
+    )
