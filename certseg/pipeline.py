@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -553,3 +553,111 @@ def read_health_results(store: SampleStore, config: RunConfig) -> list[HealthRes
                 )
             )
     return results
+
+
+# --- results, report and lineage ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A finished certification: the results rows, the output folder and the MLflow run id."""
+
+    rows: list[dict[str, Any]]
+    out_dir: str
+    run_id: str | None
+
+
+def sampling_rates(reports: Sequence[ShardReport]) -> dict[str, float]:
+    """sigma_key → model evaluations per second over the shards that sampled (resumed: none)."""
+    totals: dict[str, list[float]] = {}
+    for report in reports:
+        for key, stats in report.per_sigma.items():
+            pair = totals.setdefault(key, [0.0, 0.0])
+            pair[0] += stats["samples"]
+            pair[1] += stats["seconds"]
+    return {key: s / t for key, (s, t) in totals.items() if t > 0}
+
+
+def finalize_run(
+    config: RunConfig,
+    result: Any,
+    *,
+    store_url: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    health: Sequence[HealthResult] = (),
+    rates: Mapping[str, float] | None = None,
+    out_dir: str | Path = "certseg-results",
+    tracking_uri: str | None = None,
+    run_name: str | None = None,
+    config_file: str | Path | None = None,
+    track: bool = True,
+    extra_tags: Mapping[str, str] | None = None,
+) -> RunOutcome:
+    """Build the results rows, write Parquet/CSV/plots/config to out_dir, log it all to MLflow.
+
+    result: a certseg.aggregate.AggregateResult. track=False skips MLflow.
+    """
+    import yaml
+
+    from certseg.report import build_rows, write_plots, write_results
+
+    url = store_url or config.store.url
+    options = dict(storage_options if storage_options is not None else config.store.storage_options)
+    store = SampleStore.open(url, storage_options=options, read_only=True)
+    rows = build_rows(
+        config,
+        result,
+        class_names=list(store.attrs["class_names"]),
+        health=health,
+        samples_per_second=rates,
+    )
+    folder = Path(out_dir)
+    parquet, csv_path = write_results(rows, folder)
+    params = result.params
+    plots = write_plots(
+        rows,
+        folder / "plots",
+        store=store,
+        alpha=params.alpha,
+        tau=params.tau,
+        correction=params.correction,
+        n=params.n,
+    )
+    del plots
+    config_copy = folder / "config.yaml"
+    config_copy.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    run_id = None
+    if track:
+        from certseg.tracking import log_run
+
+        tags = {
+            "config_id": config.config_id,
+            "code_version": code_version(),
+            "store_code_version": str(store.attrs.get("code_version", "")),
+            "dataset_manifest_sha256": str(store.attrs.get("dataset_manifest_sha256", "")),
+            "health_manifest_sha256": str(store.attrs.get("health_manifest_sha256", "")),
+            "store_url": url,
+            "certify.alpha": str(params.alpha),
+            "certify.tau": str(params.tau),
+            "certify.correction": params.correction,
+            "certify.n": str(params.n),
+            **dict(extra_tags or {}),
+        }
+        artifacts = [parquet, csv_path, config_copy]
+        if config_file is not None and Path(config_file).is_file():
+            original = folder / "config.original.yaml"
+            original.write_bytes(Path(config_file).read_bytes())
+            artifacts.append(original)
+        record = log_run(
+            tracking_uri=tracking_uri or config.tracking.uri,
+            experiment=config.tracking.experiment,
+            run_name=run_name or config.name,
+            params=config.flat_params(),
+            tags=tags,
+            rows=rows,
+            artifacts=artifacts,
+            artifact_dirs={"plots": folder / "plots"},
+            model_files=model_files(config),
+        )
+        run_id = record.run_id
+    return RunOutcome(rows=rows, out_dir=str(folder), run_id=run_id)

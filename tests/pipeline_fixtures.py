@@ -191,3 +191,54 @@ class CountingSampler:
         self.calls += 1
         self.samples += int(kwargs["count"])
         return self.inner(image, **kwargs)
+
+
+TOY_CLASSES = 5
+TOY_SHAPES = ((12, 10), (9, 12), (12, 12))
+
+
+def fill_toy_store(url: str, seed: int = 0) -> Any:
+    """A store with 3 images of different sizes and random-but-structured class maps."""
+    from certseg.storage import SampleStore, StoreTemplate, sigma_key
+
+    template = StoreTemplate(
+        config_id="c" * 64,
+        config_json="{}",
+        code_version="test",
+        manifest_sha256="m",
+        dataset_name="toy",
+        image_ids=("a", "b", "c"),
+        image_shapes=TOY_SHAPES,
+        num_classes=TOY_CLASSES,
+        class_names=tuple("abcde"),
+        ignore_index=255,
+        sigmas=(0.25, 0.5),
+        variants=("v1", "v2"),
+        variant_segmenters={v: {sigma_key(0.25): "s", sigma_key(0.5): "s"} for v in ("v1", "v2")},
+        groups={"none": ("v1", "v2")},
+        n0=4,
+        n=20,
+        samples_per_chunk=6,
+    )
+    rng = np.random.default_rng(seed)
+    targets = []
+    for h, w in TOY_SHAPES:
+        target = rng.integers(0, TOY_CLASSES, size=(h, w))
+        target[0, :3] = 255
+        targets.append(target)
+    store = SampleStore.create(url, template, targets)
+    for image, (h, w) in enumerate(TOY_SHAPES):
+        target = np.where(targets[image] == 255, 0, targets[image])
+        store.write_clean("s", image, np.where(rng.random((h, w)) < 0.9, target, 1))
+        for sigma in (0.25, 0.5):
+            for variant, keep in (("v1", 0.995), ("v2", 0.8)):
+                for phase in ("selection", "estimation"):
+                    for block, (start, stop) in enumerate(store.blocks(phase)):
+                        p = keep - sigma / 20
+                        flip = rng.random((stop - start, h, w)) > p
+                        noise = rng.integers(0, TOY_CLASSES, size=(stop - start, h, w))
+                        maps = np.where(flip, noise, target[None]).astype(np.uint8)
+                        store.write_samples(sigma, variant, phase, image, start, maps)
+                        if variant == "v2":
+                            store.mark_done(sigma, "none", phase, image, block)
+    return store

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeline_fixtures import fill_toy_store as _fill
 
 from certseg.aggregate import (
     CertifyParams,
@@ -22,55 +23,9 @@ from certseg.stats import (
     pixel_radii,
     select_labels,
 )
-from certseg.storage import SampleStore, StoreTemplate, sigma_key
+from certseg.storage import SampleStore
 
 C = 5
-SHAPES = ((12, 10), (9, 12), (12, 12))
-
-
-def _fill(url: str, seed: int = 0) -> SampleStore:
-    """A store with 3 images of different sizes and random-but-structured class maps."""
-    template = StoreTemplate(
-        config_id="c" * 64,
-        config_json="{}",
-        code_version="test",
-        manifest_sha256="m",
-        dataset_name="toy",
-        image_ids=("a", "b", "c"),
-        image_shapes=SHAPES,
-        num_classes=C,
-        class_names=tuple("abcde"),
-        ignore_index=255,
-        sigmas=(0.25, 0.5),
-        variants=("v1", "v2"),
-        variant_segmenters={v: {sigma_key(0.25): "s", sigma_key(0.5): "s"} for v in ("v1", "v2")},
-        groups={"none": ("v1", "v2")},
-        n0=4,
-        n=20,
-        samples_per_chunk=6,
-    )
-    rng = np.random.default_rng(seed)
-    targets = []
-    for h, w in SHAPES:
-        target = rng.integers(0, C, size=(h, w))
-        target[0, :3] = 255
-        targets.append(target)
-    store = SampleStore.create(url, template, targets)
-    for image, (h, w) in enumerate(SHAPES):
-        target = np.where(targets[image] == 255, 0, targets[image])
-        store.write_clean("s", image, np.where(rng.random((h, w)) < 0.9, target, 1))
-        for sigma in (0.25, 0.5):
-            for variant, keep in (("v1", 0.995), ("v2", 0.8)):
-                for phase in ("selection", "estimation"):
-                    for block, (start, stop) in enumerate(store.blocks(phase)):
-                        p = keep - sigma / 20
-                        flip = rng.random((stop - start, h, w)) > p
-                        noise = rng.integers(0, C, size=(stop - start, h, w))
-                        maps = np.where(flip, noise, target[None]).astype(np.uint8)
-                        store.write_samples(sigma, variant, phase, image, start, maps)
-                        if variant == "v2":
-                            store.mark_done(sigma, "none", phase, image, block)
-    return store
 
 
 def _direct(store: SampleStore, params: CertifyParams) -> dict[tuple[float, str], dict]:

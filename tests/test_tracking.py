@@ -1,0 +1,72 @@
+"""MLflow tracking into a temporary sqlite store: params, tags, metrics, artifacts, read back."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pipeline_fixtures import fill_toy_store
+from test_report import toy_config
+
+from certseg.aggregate import CertifyParams, aggregate_store
+from certseg.pipeline import HealthResult, finalize_run
+from certseg.tracking import latest_run_id, metric_key, read_run
+
+
+def test_finalize_logs_params_tags_metrics_artifacts(tmp_path: Path) -> None:
+    store = fill_toy_store(str(tmp_path / "s.zarr"))
+    config = toy_config(store.url)
+    weights = tmp_path / "x"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"weights")
+    config = config.model_copy(update={"base_dir": str(tmp_path)})
+    params = CertifyParams(n=20, alpha=0.05, tau=0.6)
+    result = aggregate_store(store.url, params)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    health = [HealthResult(0.25, "v1", 0.1, 1, 10, 1, 0.5)]
+    outcome = finalize_run(
+        config,
+        result,
+        health=health,
+        out_dir=tmp_path / "out",
+        tracking_uri=uri,
+        rates={"sigma_0.5": 40.0},
+    )
+    assert outcome.run_id is not None
+    assert latest_run_id(tracking_uri=uri, experiment="certseg") == outcome.run_id
+    run = read_run(outcome.run_id, tracking_uri=uri)
+    assert run.params["tau"] == "0.6" and run.params["variants.1.name"] == "v2"
+    assert run.params["dataset.kind"] == "synthetic"
+    assert run.tags["config_id"] == config.config_id
+    assert run.tags["dataset_manifest_sha256"] == "m"
+    assert (
+        run.tags["model_sha256/segmenter/s/model.safetensors"]
+        == hashlib.sha256(b"weights").hexdigest()
+    )
+    assert run.tags["health_flagged"] == "sigma_0.25/v1"
+    for row in outcome.rows:
+        for metric in (
+            "certified_accuracy",
+            "certified_miou",
+            "abstain_rate",
+            "smoothed_accuracy",
+            "clean_accuracy",
+            "clean_miou",
+        ):
+            key = metric_key(metric, row["sigma"], row["variant"])
+            assert run.metrics[key] == row[metric], key
+    assert run.metrics["health_accuracy/sigma_0.25/v1"] == 0.1
+    assert run.metrics["samples_per_second/sigma_0.5/v2"] == 40.0
+    assert "samples_per_second/sigma_0.25/v2" not in run.metrics
+    assert {
+        "results.parquet",
+        "results.csv",
+        "config.yaml",
+        "plots/accuracy_vs_radius.png",
+        "plots/class_iou.png",
+        "plots/overlays.png",
+    } <= set(run.artifacts)
+    assert [r["certified_accuracy"] for r in run.rows] == [
+        r["certified_accuracy"] for r in outcome.rows
+    ]
+    assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the sqlite database
