@@ -20,7 +20,7 @@ from certseg.stats import ConfusionAccumulator
 from certseg.storage import SampleStore
 
 if TYPE_CHECKING:
-    from conftest import DaskCluster
+    from engine_procs import DaskCluster
 
 SIGMAS = (0.25, 0.5)
 

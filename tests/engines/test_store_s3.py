@@ -20,7 +20,7 @@ from engine_jobs import clean_prediction, sample_block, toy_targets, toy_templat
 from certseg.storage import SampleStore, StoreMismatchError
 
 if TYPE_CHECKING:
-    from conftest import DaskCluster, S3Server
+    from engine_procs import DaskCluster, S3Server
 
 
 def _s3fs(server: S3Server) -> Any:
