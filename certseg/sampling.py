@@ -9,8 +9,9 @@ segmenter.
 Floating point: the noise is bit-identical for any batching. The networks' float32 arithmetic
 can differ in the last bits with the batch size on some backends (measured on this CPU for the
 compact segmenter: |Δlogit| ≤ 7.5e-8 between batch 32 and batch 1, same argmax); a class map
-could then differ only at an exact near-tie. The certificate stays valid either way: every sample
-still has its own independent noise and f is fixed once the batch size is.
+could then differ only at an exact near-tie. The certificate stays valid either way: eval-mode
+networks compute each sample from its own input only (the kernel path may depend on the batch
+layout, which the indices and batch_size fix), so samples stay independent.
 """
 
 from __future__ import annotations
