@@ -299,7 +299,9 @@ class RunConfig(_Frozen):
         used = self.used_segmenters()
         used_denoisers = sorted({v.denoiser for v in self.variants if v.denoiser})
         return {
-            "dataset": self.dataset.model_dump(mode="json"),
+            # skip_invalid only decides which files are used: the image ids and the manifest
+            # hash in the store record that.
+            "dataset": self.dataset.model_dump(mode="json", exclude={"skip_invalid"}),
             "segmenters": {k: self.segmenters[k].model_dump(mode="json") for k in used},
             "denoisers": {k: self.denoisers[k].model_dump(mode="json") for k in used_denoisers},
             "variants": [

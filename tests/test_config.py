@@ -122,6 +122,9 @@ def test_config_id_is_stable_and_ignores_non_sample_fields() -> None:
         data[section][key] = value
         assert config_from_dict(data).config_id == base.config_id, (section, key)
     data = _tiny()
+    data["dataset"]["skip_invalid"] = True
+    assert config_from_dict(data).config_id == base.config_id
+    data = _tiny()
     data["variants"][0]["label"] = "renamed label"
     assert config_from_dict(data).config_id == base.config_id
     changed = [("n", 9), ("n0", 4), ("seed", 1), ("sigmas", [0.25, 0.33])]

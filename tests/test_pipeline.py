@@ -156,3 +156,22 @@ def test_health_check_flags_a_broken_base_classifier(models_dir: Path, tmp_path:
     assert again.calls == 0  # stored, not re-measured
     store = SampleStore.open(str(tmp_path / "s.zarr"))
     assert read_health_results(store, config) == results
+
+
+def test_default_sampler_matches_the_reference(models_dir: Path, tmp_path: Path) -> None:
+    """The real certseg.sampling path writes what a one-sample-at-a-time loop computes."""
+    config = _config(models_dir, tmp_path / "real.zarr")
+    models = load_models(config)
+    prepare_store(config, num_classes=models.num_classes)
+    sample_shard(config, Shard(0, 0, 1), models=models)  # default: sample_class_maps
+    reference = _config(models_dir, tmp_path / "ref.zarr")
+    prepare_store(reference, num_classes=models.num_classes)
+    sample_shard(reference, Shard(0, 0, 1), models=models, sampler=CountingSampler())
+    real = SampleStore.open(str(tmp_path / "real.zarr"))
+    ref = SampleStore.open(str(tmp_path / "ref.zarr"))
+    for sigma in (0.25, 0.5):
+        for variant in ("clean", "matched", "denoised"):
+            for phase in ("selection", "estimation"):
+                a = real.read_samples(sigma, variant, phase, 0)
+                b = ref.read_samples(sigma, variant, phase, 0)
+                assert np.array_equal(a, b), (sigma, variant, phase)

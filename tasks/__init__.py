@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers around certseg (retries are declared here; no formulas)."""

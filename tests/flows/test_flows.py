@@ -1,0 +1,49 @@
+"""Flow smoke tests under one prefect_test_harness: certify-dataset (fresh, resumed) and
+recertify, on stand-in models and 4 tiny synthetic images."""
+
+from __future__ import annotations
+
+import pytest
+from pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
+
+from certseg.tracking import read_run
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_certify_resume_and_recertify(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from flows.certify_dataset import certify_dataset
+    from flows.recertify import recertify
+
+    root = tmp_path_factory.mktemp("flow")
+    models = make_models_dir(tmp_path_factory.getbasetemp() / "standins")
+    uri = f"sqlite:///{root / 'mlruns.db'}"
+    data = tiny_config_dict(models, root / "store.zarr", tracking_uri=uri, broken=True)
+    config_file = write_config(root / "tiny.yaml", data)
+
+    first = certify_dataset(str(config_file))
+    assert first["sampled_blocks"] == 4 * 2 * 2 * 4 and first["skipped_blocks"] == 0
+    rows = {(r["sigma"], r["variant"]): r for r in first["rows"]}
+    assert len(rows) == 2 * 4
+    assert rows[(0.5, "broken")]["health_flagged"]
+    assert 0.0 <= rows[(0.25, "clean")]["certified_accuracy"] <= 1.0
+    run = read_run(first["run_id"], tracking_uri=uri)
+    assert run.tags["config_id"] == first["config_id"]
+    assert "results.parquet" in run.artifacts and "config.original.yaml" in run.artifacts
+
+    second = certify_dataset(str(config_file))  # resumes: no sampling at all
+    assert second["sampled_blocks"] == 0 and second["skipped_blocks"] == 4 * 2 * 2 * 4
+
+    def strip(row: dict) -> dict:
+        return {k: v for k, v in row.items() if k not in ("samples_per_second", "health_accuracy")}
+
+    assert [strip(r) for r in second["rows"]] == [strip(r) for r in first["rows"]]
+    assert [r["health_accuracy"] for r in second["rows"]] == [
+        r["health_accuracy"] for r in first["rows"]
+    ]
+
+    again = recertify(str(root / "store.zarr"), alpha=0.2, tau=0.55, correction="bonferroni")
+    assert again["config_id"] == first["config_id"]
+    assert all(r["alpha"] == 0.2 and r["tau"] == 0.55 for r in again["rows"])
+    recert_run = read_run(again["run_id"], tracking_uri=uri)
+    assert recert_run.tags["recertify"] == "true"
+    assert recert_run.params["tau"] == "0.55"
