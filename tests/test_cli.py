@@ -1,0 +1,102 @@
+"""CLI smoke tests that need no Prefect server: --help (no heavy imports), inspect, report,
+config errors. certify/recertify through the CLI run in tests/flows/test_cli_flows.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline_fixtures import fill_toy_store
+from test_report import toy_config
+from typer.testing import CliRunner
+
+from certseg.aggregate import CertifyParams, aggregate_store
+from certseg.cli import app
+from certseg.pipeline import finalize_run
+
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from certseg.cli import app\n"
+        "result = CliRunner().invoke(app, ['--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "for name in ('demo', 'certify', 'recertify', 'report', 'inspect'):\n"
+        "    assert name in result.output, name\n"
+        "heavy = ('torch', 'prefect', 'mlflow', 'zarr', 'dask', 'diffusers', 'matplotlib')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    for command in ("certify", "recertify", "report", "inspect", "demo"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, result.output
+
+
+def test_inspect_shows_layout_and_progress(tmp_path: Path) -> None:
+    store = fill_toy_store(str(tmp_path / "s.zarr"))
+    result = runner.invoke(app, ["inspect", store.url])
+    assert result.exit_code == 0, result.output
+    assert "c" * 64 in result.output
+    assert "toy (3 images, max 12×12)" in result.output
+    # the toy store flags every block of group "none": 1 selection and 4 estimation blocks each
+    assert "3/3 blocks" in result.output and "12/12 blocks" in result.output
+    missing = runner.invoke(app, ["inspect", str(tmp_path / "nope.zarr")])
+    assert missing.exit_code == 1 and "no sample store" in missing.output
+
+
+def test_report_from_folder_and_mlflow(tmp_path: Path) -> None:
+    store = fill_toy_store(str(tmp_path / "s.zarr"))
+    config = toy_config(store.url)
+    result = aggregate_store(store.url, CertifyParams(n=20, alpha=0.05, tau=0.6))
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    outcome = finalize_run(config, result, out_dir=tmp_path / "out", tracking_uri=uri)
+    from_folder = runner.invoke(app, ["report", str(tmp_path / "out")])
+    assert from_folder.exit_code == 0, from_folder.output
+    assert "certified acc" in from_folder.output and "v2 *" in from_folder.output
+    expected = f"{outcome.rows[0]['certified_accuracy']:.3f}"
+    assert expected in from_folder.output
+    from_run = runner.invoke(
+        app,
+        [
+            "report",
+            "latest",
+            "--tracking-uri",
+            uri,
+            "--experiment",
+            "certseg",
+            "--out",
+            str(tmp_path / "rep"),
+        ],
+    )
+    assert from_run.exit_code == 0, from_run.output
+    assert expected in from_run.output
+    assert (tmp_path / "rep" / "results.md").read_text().startswith("| σ | variant |")
+    assert (tmp_path / "rep" / "accuracy_vs_radius.png").is_file()
+    bad = runner.invoke(app, ["report", "0123abcd", "--tracking-uri", uri])
+    assert bad.exit_code == 1
+
+
+def test_certify_reports_config_errors_by_field(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        (Path(__file__).parents[1] / "configs" / "tiny.yaml")
+        .read_text()
+        .replace("tau: 0.6", "tau: 0.4")
+    )
+    result = runner.invoke(app, ["certify", str(config), "--quiet"])
+    assert result.exit_code == 1
+    assert "config.tau: must be in (0.5, 1), got 0.4" in result.output
+    bad = runner.invoke(app, ["recertify", str(tmp_path / "x.zarr"), "--correction", "sidak"])
+    assert bad.exit_code == 1 and "holm or bonferroni" in bad.output
