@@ -33,8 +33,23 @@ ENV_DEFAULTS: dict[str, str] = {
 
 
 def _set_env_defaults() -> None:
+    import logging
+
     for key, value in ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    # Dask's scheduler and nanny log every worker start/stop at INFO; keep the console readable.
+    for name in ("distributed", "distributed.core", "distributed.scheduler", "distributed.nanny"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _console(stderr: bool = False) -> Any:
+    """A rich console; 160 columns when the output is not a terminal (logs, CI, pipes)."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=160)
+    return console
 
 
 def repo_root() -> Path:
@@ -45,14 +60,11 @@ def repo_root() -> Path:
 
 
 def _fail(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code=1)
 
 
 def _print_table(rows: list[dict[str, Any]], title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from certseg.report import legend, table_lines
@@ -70,7 +82,7 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
         if row.get("health_flagged"):
             styled[2] = f"[red]{styled[2]}[/]"
         table.add_row(*styled)
-    console = Console()
+    console = _console()
     console.print(table)
     console.print(legend(rows), highlight=False)
 
@@ -326,7 +338,6 @@ def report(
 @app.command()
 def inspect(store: str = typer.Argument(..., help="A sample store (path or URL).")) -> None:
     """Describe a sample store: config, dataset, layout and how much is sampled."""
-    from rich.console import Console
     from rich.table import Table
 
     from certseg.storage import SampleStore, StoreError
@@ -336,7 +347,7 @@ def inspect(store: str = typer.Argument(..., help="A sample store (path or URL).
     except StoreError as error:
         _fail(str(error))
     attrs = sample_store.attrs
-    console = Console()
+    console = _console()
     console.print(f"[bold]store[/] {store}", highlight=False)
     h, w = (int(v) for v in sample_store.image_shapes.max(axis=0))
     for key, value in (

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("sigma", "σ"),
     ("variant", "variant"),
-    ("health_accuracy", "base acc (health)"),
+    ("health_accuracy", "base acc"),
     ("certified_accuracy", "certified acc"),
     ("certified_miou", "certified mIoU"),
     ("abstain_rate", "abstain"),
@@ -181,6 +181,9 @@ def legend(rows: Sequence[Mapping[str, Any]]) -> str:
     ]
     if any(r.get("needs_training") for r in rows):
         parts.append("* needs a model trained for the method.")
+    parts.append(
+        "base acc: one noisy draw through the base classifier on held-out images (health check)."
+    )
     if any(r.get("health_flagged") for r in rows):
         parts.append("! base accuracy below the health floor.")
     labels = {r["variant"]: r.get("label", "") for r in rows}
