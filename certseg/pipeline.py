@@ -266,7 +266,7 @@ def prepare_store(
         health_sha = health.manifest().sha256
     manifest = dataset.manifest()
     ids = tuple(dataset.image_ids())
-    shapes = tuple(_image_shape(dataset, i) for i in range(len(dataset)))
+    shapes = _image_shapes(dataset, manifest)
     template = StoreTemplate(
         config_id=config.config_id,
         config_json=config.to_json(),
@@ -314,13 +314,17 @@ def _exists(url: str, options: Mapping[str, Any]) -> bool:
     return True
 
 
-def _image_shape(dataset: SegmentationDataset, index: int) -> tuple[int, int]:
-    manifest = dataset.manifest()
-    if len(manifest.entries) == len(dataset):
-        entry = manifest.entries[index]
-        return int(entry.height), int(entry.width)
-    target = dataset.load(index).target
-    return int(target.shape[0]), int(target.shape[1])
+def _image_shapes(dataset: SegmentationDataset, manifest: Any) -> tuple[tuple[int, int], ...]:
+    """(H, W) per image: from the manifest when it lists every image, else from the targets."""
+    ids = dataset.image_ids()
+    entries = {entry.image_id: entry for entry in manifest.entries}
+    if all(image_id in entries for image_id in ids):
+        return tuple((int(entries[i].height), int(entries[i].width)) for i in ids)
+    shapes = []
+    for index in range(len(dataset)):
+        target = dataset.load(index).target
+        shapes.append((int(target.shape[0]), int(target.shape[1])))
+    return tuple(shapes)
 
 
 # --- sampling -------------------------------------------------------------------------------
