@@ -175,3 +175,40 @@ def test_default_sampler_matches_the_reference(models_dir: Path, tmp_path: Path)
                 a = real.read_samples(sigma, variant, phase, 0)
                 b = ref.read_samples(sigma, variant, phase, 0)
                 assert np.array_equal(a, b), (sigma, variant, phase)
+
+
+def test_images_of_different_sizes_end_to_end(models_dir: Path, tmp_path: Path) -> None:
+    """A folder dataset with three image sizes: padded store, cropped reads, certified tallies."""
+    from PIL import Image
+
+    root = tmp_path / "folder"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("\n".join(f"c{i}" for i in range(7)) + "\n")
+    rng = np.random.default_rng(0)
+    sizes = {"a": (20, 24), "b": (24, 20), "c": (16, 16)}
+    for stem, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+            root / "images" / f"{stem}.png"
+        )
+        mask = rng.integers(0, 7, (h, w), dtype=np.uint8)
+        mask[0, 0] = 255
+        Image.fromarray(mask).save(root / "masks" / f"{stem}.png")
+    data = tiny_config_dict(models_dir, tmp_path / "s.zarr")
+    data["dataset"] = {"kind": "folder", "root": str(root)}
+    data["health"] = {"num_images": 0}
+    config = config_from_dict(data)
+    models = load_models(config)
+    prepared = prepare_store(config, num_classes=models.num_classes)
+    assert prepared.num_images == 3
+    for shard in plan_shards(3, 2):
+        sample_shard(config, shard, models=models, sampler=CountingSampler())
+    store = SampleStore.open(str(tmp_path / "s.zarr"))
+    assert store.image_shapes.tolist() == [[20, 24], [24, 20], [16, 16]]
+    assert store.group["targets"].shape == (3, 24, 24)
+    assert store.read_samples(0.5, "denoised", "estimation", 1).shape == (8, 24, 20)
+    result = aggregate_store(str(tmp_path / "s.zarr"), CertifyParams(n=8, alpha=0.1, tau=0.6))
+    from certseg.stats import ConfusionAccumulator
+
+    metrics = ConfusionAccumulator.from_dict(result.get(0.25, "clean").certified).metrics()
+    assert metrics.num_valid == 20 * 24 + 24 * 20 + 16 * 16 - 3
