@@ -351,7 +351,7 @@ RECIPES = {
         "segmenter that the paper's variant (denoiser → segmenter) uses without retraining."
     ),
     "noise": (
-        "Trained from scratch with the same augmentations as the clean segmenter, then Gaussian\n"
+        "{start} with the same augmentations as the clean segmenter, then Gaussian\n"
         "noise x + σ·ε (ε ~ N(0, I), [0, 1] units, not clipped) added to every training image:\n"
         "the SegCertify-style noise-trained baseline at σ = {sigma}. It needs training per σ."
     ),
@@ -409,7 +409,11 @@ def write_card(args: argparse.Namespace, facts: dict[str, Any], command: str) ->
         "metrics": rounded,
     }
     recipe = RECIPES[args.mode].format(
-        sigma=args.sigma, init=args.init, pool=args.pool_size, sigmas=args.sigmas
+        sigma=args.sigma,
+        init=args.init,
+        pool=args.pool_size,
+        sigmas=args.sigmas,
+        start="Trained from scratch" if args.init is None else f"Fine-tuned from `{args.init}`",
     )
     rows = "\n".join(
         f"| {k} | {v['pixel_accuracy']:.4f} | {v['miou']:.4f} |" for k, v in rounded.items()
@@ -454,10 +458,11 @@ def main(argv: list[str] | None = None) -> None:
     flags = [f"--mode {args.mode}", f"--out {args.out}"]
     if args.mode == "noise":
         flags.append(f"--sigma {args.sigma}")
+    if args.init is not None:
+        flags.append(f"--init {args.init}")
     if args.mode == "denoised":
         flags += [
             f"--sigmas {args.sigmas}",
-            f"--init {args.init}",
             f"--denoiser {args.denoiser}",
             f"--pool-size {args.pool_size}",
         ]
