@@ -97,3 +97,8 @@ def write_image(url: str, storage_options: dict[str, Any], image: int) -> tuple[
                 store.mark_done(sigma, "none", phase, image, block)
     store.write_clean("seg", image, clean_prediction(target, image))
     return image, os.getpid()
+
+
+def executed_count(dask_worker: Any) -> int:
+    """Tasks this Dask worker has executed so far (for `Client.run`)."""
+    return int(dask_worker.state.executed_count)

@@ -1,0 +1,209 @@
+"""The certify-dataset flow on real engines on 127.0.0.1.
+
+1. In-process flow run reporting to a standing `prefect server`, with the Zarr store on the moto
+   S3 server (through s3fs, credentials only in storage_options) and aggregation on the real
+   `dask scheduler` (two `dask worker` processes).
+2. `prefect deploy` of prefect.yaml's `certseg-local` deployment on that server, a run of it
+   picked up by `prefect worker start` on a process work pool (a subprocess of the worker),
+   waited for until COMPLETED.
+
+Models are the pipeline tests' stand-ins (tests/pipeline_fixtures.py: seeded tiny torch modules
+and a tiny random diffusers UNet): these tests check plumbing across engines, not accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from engine_jobs import executed_count
+from engine_procs import BIN, REPO_ROOT, prefect_api, run_cli
+
+from certseg.aggregate import CertifyParams, aggregate_store
+from certseg.stats import ConfusionAccumulator
+from certseg.storage import SampleStore
+
+if TYPE_CHECKING:
+    from engine_procs import DaskCluster, PrefectServer, PrefectWorker, S3Server
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # pipeline_fixtures (the pipeline tests' stand-ins)
+from pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
+
+RUN_TIMEOUT_S = 240.0
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stand-in models on disk (shared by every test of the module, and by the worker)."""
+    return make_models_dir(tmp_path_factory.mktemp("standin-models"))
+
+
+def _tiny_config(models: Path, root: Path) -> dict[str, Any]:
+    """4 synthetic 32×32 images, σ = 0.25, two variants (segmenter alone; denoiser + segmenter),
+    n0 = 3, n = 8 (one sample block each), 2 shards, one held-out health image."""
+    data = tiny_config_dict(models, root / "store.zarr", tracking_uri=f"sqlite:///{root}/ml.db")
+    data["sigmas"] = [0.25]
+    data["variants"] = [v for v in data["variants"] if v["name"] in ("clean", "denoised")]
+    data["sampling"]["samples_per_chunk"] = 8
+    data["health"]["num_images"] = 1
+    return data
+
+
+def test_certify_flow_with_s3_store_and_dask_scheduler(
+    prefect_server: PrefectServer,
+    s3_server: S3Server,
+    dask_cluster: DaskCluster,
+    models: Path,
+    tmp_path: Path,
+) -> None:
+    import s3fs
+    from distributed import Client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.certify_dataset import certify_dataset
+
+    config_file = write_config(tmp_path / "tiny.yaml", _tiny_config(models, tmp_path))
+    store_url = s3_server.url(f"flow/{uuid.uuid4().hex}.zarr")
+    options = s3_server.storage_options
+    with Client(dask_cluster.address, timeout=60) as client:
+        before = sum(client.run(executed_count).values())
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        outcome = certify_dataset(
+            str(config_file),
+            store_url=store_url,
+            storage_options=options,
+            dask_address=dask_cluster.address,
+            out_dir=str(tmp_path / "results"),
+            track=False,  # MLflow is exercised by the deployment test below
+        )
+    with Client(dask_cluster.address, timeout=60) as client:
+        after = sum(client.run(executed_count).values())
+    assert after > before, "no task ran on the Dask cluster"
+
+    # The store is on the S3 server, complete, under the run's config_id.
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    assert fs.exists(store_url.removeprefix("s3://") + "/zarr.json")
+    store = SampleStore.open(store_url, storage_options=options, config_id=outcome["config_id"])
+    assert outcome["store_url"] == store_url
+    assert outcome["sampled_blocks"] > 0 and outcome["skipped_blocks"] == 0
+    for sigma in store.sigmas:
+        for group in store.groups:
+            for phase in ("selection", "estimation"):
+                for image in range(store.num_images):
+                    assert store.done_blocks(sigma, group, phase, image).all()
+
+    # The flow's numbers equal an in-process aggregation of the same S3 store.
+    rows = outcome["rows"]
+    assert len(rows) == len(store.sigmas) * len(store.variants)
+    local = aggregate_store(
+        store_url,
+        CertifyParams(n=store.n, alpha=rows[0]["alpha"], tau=rows[0]["tau"]),
+        storage_options=options,
+        persist_counts=False,
+    )
+    for row in rows:
+        summary = local.get(row["sigma"], row["variant"])
+        assert summary.recounted == 0  # counts persisted to S3 by the Dask workers
+        metrics = ConfusionAccumulator.from_dict(summary.certified).metrics()
+        assert _same(row["certified_accuracy"], metrics.accuracy)
+        assert _same(row["abstain_rate"], metrics.abstain_rate)
+        assert row["num_images"] == store.num_images
+    assert (tmp_path / "results" / "results.parquet").is_file()
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def _mlflow_runs(tracking_uri: str) -> list[str]:
+    """Run ids of every run in the tracking store (read with MLflow's own client)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = client.search_experiments()
+    runs = client.search_runs([e.experiment_id for e in experiments])
+    return [run.info.run_id for run in runs]
+
+
+def _wait_for_flow_run(server: PrefectServer, run_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = prefect_api(server, "GET", f"/flow_runs/{run_id}")
+        state = (run.get("state") or {}).get("type")
+        if state in TERMINAL or time.monotonic() > deadline:
+            return dict(run)
+        time.sleep(1.0)
+
+
+def test_deployment_run_by_process_worker(
+    prefect_worker: PrefectWorker, models: Path, tmp_path: Path
+) -> None:
+    server = prefect_worker.server
+    run_cli(
+        [
+            str(BIN / "prefect"),
+            "--no-prompt",
+            "deploy",
+            "--name",
+            "certseg-local",
+            "--prefect-file",
+            str(REPO_ROOT / "prefect.yaml"),
+        ],
+        server.env,
+        timeout=180.0,
+        cwd=REPO_ROOT,
+    )
+    deployment = prefect_api(server, "GET", "/deployments/name/certify-dataset/certseg-local")
+    assert deployment["work_pool_name"] == prefect_worker.pool
+    assert deployment["pull_steps"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $CERTSEG_ROOT }}"}}
+    ]
+
+    config_file = write_config(tmp_path / "tiny.yaml", _tiny_config(models, tmp_path))
+    parameters = {
+        "config": str(config_file),
+        "store_url": str(tmp_path / "store.zarr"),
+        "tracking_uri": f"sqlite:///{tmp_path}/ml.db",
+        "out_dir": str(tmp_path / "results"),
+    }
+    flow_run = prefect_api(
+        server,
+        "POST",
+        f"/deployments/{deployment['id']}/create_flow_run",
+        {"parameters": parameters},
+    )
+    run = _wait_for_flow_run(server, flow_run["id"], RUN_TIMEOUT_S)
+    state = (run.get("state") or {}).get("type")
+    if state != "COMPLETED":
+        logs = prefect_api(
+            server, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}}
+        )
+        messages = "\n".join(entry["message"] for entry in logs[-30:])
+        pytest.fail(f"flow run ended in {state} (or timed out); last logs:\n{messages}")
+
+    # It ran in a subprocess of the worker, in the checkout (pull step), with our parameters.
+    assert run["work_queue_name"] == "default"
+    assert run["infrastructure_pid"] and run["infrastructure_pid"] != str(os.getpid())
+    store = SampleStore.open(parameters["store_url"])
+    assert all(
+        store.done_blocks(sigma, group, "estimation", image).all()
+        for sigma in store.sigmas
+        for group in store.groups
+        for image in range(store.num_images)
+    )
+    assert (tmp_path / "results" / "results.csv").is_file()
+    # ... and logged its lineage to the MLflow store named by tracking_uri.
+    from certseg.tracking import read_run
+
+    runs = _mlflow_runs(parameters["tracking_uri"])
+    assert len(runs) == 1
+    logged = read_run(runs[0], tracking_uri=parameters["tracking_uri"])
+    assert logged.tags["config_id"] == store.config_id
+    assert "results.parquet" in logged.artifacts
