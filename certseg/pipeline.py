@@ -603,7 +603,7 @@ def finalize_run(
     """
     import yaml
 
-    from certseg.report import build_rows, write_plots, write_results
+    from certseg.report import build_rows, markdown_table, write_plots, write_results
 
     url = store_url or config.store.url
     options = dict(storage_options if storage_options is not None else config.store.storage_options)
@@ -617,6 +617,8 @@ def finalize_run(
     )
     folder = Path(out_dir)
     parquet, csv_path = write_results(rows, folder)
+    table = folder / "results.md"
+    table.write_text(markdown_table(rows) + "\n")
     params = result.params
     plots = write_plots(
         rows,
@@ -647,7 +649,7 @@ def finalize_run(
             "certify.n": str(params.n),
             **dict(extra_tags or {}),
         }
-        artifacts = [parquet, csv_path, config_copy]
+        artifacts = [parquet, csv_path, table, config_copy]
         if config_file is not None and Path(config_file).is_file():
             original = folder / "config.original.yaml"
             original.write_bytes(Path(config_file).read_bytes())
