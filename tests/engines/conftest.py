@@ -2,7 +2,8 @@
 
 Every fixture here starts real OS processes (no in-process stand-ins), on free loopback ports,
 waits for them to answer with a bounded timeout, and always stops them at teardown: each process
-is started in its own session (process group) and the whole group is sent SIGTERM, then SIGKILL.
+is started in its own session (process group) and the whole group is sent SIGTERM, then SIGKILL,
+right after the last test of this directory (or at the end of the session).
 
 - ``dask_cluster``: ``dask scheduler`` + ``dask worker --nworkers 2 --nthreads 1`` (two worker
   processes behind nannies), workers with one BLAS/torch thread.
@@ -42,8 +43,20 @@ from engine_procs import (
     run_cli,
     start_engine,
     start_listening,
+    stop_all,
     wait_ready,
 )
+
+ENGINE_TESTS = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the engines right after the last engine test, rather than at the end of the whole
+    session, so they do not idle through the rest of the suite. (Engine tests are contiguous
+    in pytest's default order; the fixtures' own teardown then finds them stopped.)"""
+    if nextitem is None or ENGINE_TESTS not in nextitem.path.parents:
+        stop_all()
 
 
 @pytest.fixture(scope="session")

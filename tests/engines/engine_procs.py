@@ -102,6 +102,7 @@ class EngineProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    stopped: bool = False
 
     def log_tail(self, chars: int = 4000) -> str:
         """The last ``chars`` characters of the process log (for error messages)."""
@@ -112,7 +113,13 @@ class EngineProcess:
         return text[-chars:]
 
     def stop(self) -> None:
-        """SIGTERM the process group, wait (bounded), then SIGKILL whatever is left of it."""
+        """SIGTERM the process group, wait (bounded), then SIGKILL whatever is left of it.
+
+        Only the first call signals (a later one could hit a reused process-group id).
+        """
+        if self.stopped:
+            return
+        self.stopped = True
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
@@ -123,6 +130,16 @@ class EngineProcess:
             os.killpg(self.popen.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=STOP_TIMEOUT_S)
+
+
+RUNNING: list[EngineProcess] = []
+"""Every engine started in this test session and not yet stopped, in start order."""
+
+
+def stop_all() -> None:
+    """Stop every running engine, the last started first."""
+    while RUNNING:
+        RUNNING.pop().stop()
 
 
 def start_engine(
@@ -146,7 +163,9 @@ def start_engine(
         )
     finally:
         log_file.close()
-    return EngineProcess(name=name, popen=popen, log_path=log_path)
+    proc = EngineProcess(name=name, popen=popen, log_path=log_path)
+    RUNNING.append(proc)
+    return proc
 
 
 def wait_ready(
