@@ -307,3 +307,50 @@ class S3Server:
     def url(self, prefix: str) -> str:
         """``s3://bucket/prefix``."""
         return f"s3://{self.bucket}/{prefix.strip('/')}"
+
+
+# --------------------------------------------------------------------------- flow inputs
+
+
+def standin_models(root: Path) -> Path:
+    """The pipeline tests' stand-in models written under root (tests/pipeline_fixtures.py:
+    seeded tiny torch modules and a tiny random diffusers UNet; plumbing, never results)."""
+    if str(REPO_ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from pipeline_fixtures import make_models_dir
+
+    return Path(make_models_dir(root))
+
+
+def tiny_flow_config(models: Path, root: Path) -> Path:
+    """Write root/tiny.yaml: 4 synthetic 32×32 images, σ = 0.25, two variants (segmenter alone;
+    denoiser + segmenter), n0 = 3, n = 8 (one sample block each), 2 shards, one health image."""
+    if str(REPO_ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from pipeline_fixtures import tiny_config_dict, write_config
+
+    data = tiny_config_dict(models, root / "store.zarr", tracking_uri=f"sqlite:///{root}/ml.db")
+    data["sigmas"] = [0.25]
+    data["variants"] = [v for v in data["variants"] if v["name"] in ("clean", "denoised")]
+    data["sampling"]["samples_per_chunk"] = 8
+    data["health"]["num_images"] = 1
+    return Path(write_config(root / "tiny.yaml", data))
+
+
+def wait_for_flow_run(server: PrefectServer, run_id: str, timeout: float) -> dict[str, Any]:
+    """Poll a flow run until it is in a terminal state or ``timeout`` s passed; the run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = prefect_api(server, "GET", f"/flow_runs/{run_id}")
+        state = (run.get("state") or {}).get("type")
+        if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} or time.monotonic() > deadline:
+            return dict(run)
+        time.sleep(1.0)
+
+
+def flow_run_logs(server: PrefectServer, run_id: str, last: int = 30) -> str:
+    """The last log messages of a flow run (for failure messages)."""
+    logs = prefect_api(
+        server, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}}
+    )
+    return "\n".join(str(entry["message"]) for entry in logs[-last:])

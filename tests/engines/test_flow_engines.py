@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from engine_jobs import executed_count
-from engine_procs import BIN, REPO_ROOT, prefect_api, run_cli
+from engine_procs import (
+    BIN,
+    REPO_ROOT,
+    flow_run_logs,
+    prefect_api,
+    run_cli,
+    standin_models,
+    tiny_flow_config,
+    wait_for_flow_run,
+)
 
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.stats import ConfusionAccumulator
@@ -32,28 +39,13 @@ from certseg.storage import SampleStore
 if TYPE_CHECKING:
     from engine_procs import DaskCluster, PrefectServer, PrefectWorker, S3Server
 
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # pipeline_fixtures (the pipeline tests' stand-ins)
-from pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
-
 RUN_TIMEOUT_S = 240.0
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Stand-in models on disk (shared by every test of the module, and by the worker)."""
-    return make_models_dir(tmp_path_factory.mktemp("standin-models"))
-
-
-def _tiny_config(models: Path, root: Path) -> dict[str, Any]:
-    """4 synthetic 32×32 images, σ = 0.25, two variants (segmenter alone; denoiser + segmenter),
-    n0 = 3, n = 8 (one sample block each), 2 shards, one held-out health image."""
-    data = tiny_config_dict(models, root / "store.zarr", tracking_uri=f"sqlite:///{root}/ml.db")
-    data["sigmas"] = [0.25]
-    data["variants"] = [v for v in data["variants"] if v["name"] in ("clean", "denoised")]
-    data["sampling"]["samples_per_chunk"] = 8
-    data["health"]["num_images"] = 1
-    return data
+    return standin_models(tmp_path_factory.mktemp("standin-models"))
 
 
 def test_certify_flow_with_s3_store_and_dask_scheduler(
@@ -69,7 +61,7 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
 
     from flows.certify_dataset import certify_dataset
 
-    config_file = write_config(tmp_path / "tiny.yaml", _tiny_config(models, tmp_path))
+    config_file = tiny_flow_config(models, tmp_path)
     store_url = s3_server.url(f"flow/{uuid.uuid4().hex}.zarr")
     options = s3_server.storage_options
     with Client(dask_cluster.address, timeout=60) as client:
@@ -132,16 +124,6 @@ def _mlflow_runs(tracking_uri: str) -> list[str]:
     return [run.info.run_id for run in runs]
 
 
-def _wait_for_flow_run(server: PrefectServer, run_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = prefect_api(server, "GET", f"/flow_runs/{run_id}")
-        state = (run.get("state") or {}).get("type")
-        if state in TERMINAL or time.monotonic() > deadline:
-            return dict(run)
-        time.sleep(1.0)
-
-
 def test_deployment_run_by_process_worker(
     prefect_worker: PrefectWorker, models: Path, tmp_path: Path
 ) -> None:
@@ -166,7 +148,7 @@ def test_deployment_run_by_process_worker(
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $CERTSEG_ROOT }}"}}
     ]
 
-    config_file = write_config(tmp_path / "tiny.yaml", _tiny_config(models, tmp_path))
+    config_file = tiny_flow_config(models, tmp_path)
     parameters = {
         "config": str(config_file),
         "store_url": str(tmp_path / "store.zarr"),
@@ -179,14 +161,11 @@ def test_deployment_run_by_process_worker(
         f"/deployments/{deployment['id']}/create_flow_run",
         {"parameters": parameters},
     )
-    run = _wait_for_flow_run(server, flow_run["id"], RUN_TIMEOUT_S)
+    run = wait_for_flow_run(server, flow_run["id"], RUN_TIMEOUT_S)
     state = (run.get("state") or {}).get("type")
     if state != "COMPLETED":
-        logs = prefect_api(
-            server, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}}
-        )
-        messages = "\n".join(entry["message"] for entry in logs[-30:])
-        pytest.fail(f"flow run ended in {state} (or timed out); last logs:\n{messages}")
+        logs = flow_run_logs(server, run["id"])
+        pytest.fail(f"flow run ended in {state} (or timed out); last logs:\n{logs}")
 
     # It ran in a subprocess of the worker, in the checkout (pull step), with our parameters.
     assert run["work_queue_name"] == "default"

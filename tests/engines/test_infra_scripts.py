@@ -7,10 +7,22 @@ import os
 import shutil
 import subprocess
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
-from engine_procs import REPO_ROOT, free_port, http_ok, port_open
+from engine_procs import (
+    REPO_ROOT,
+    PrefectServer,
+    flow_run_logs,
+    free_port,
+    http_ok,
+    port_open,
+    prefect_api,
+    standin_models,
+    tiny_flow_config,
+    wait_for_flow_run,
+)
 
 SCRIPTS = sorted((REPO_ROOT / "infra" / "local").glob("*.sh"))
 
@@ -28,6 +40,56 @@ def test_scripts_exist_and_parse() -> None:
             assert os.access(script, os.X_OK), f"{script.name} is not executable"
 
 
+def _run_cluster_deployment(exports: dict[str, str], tmp_path: Path) -> None:
+    import s3fs
+
+    from certseg.storage import SampleStore
+    from certseg.tracking import read_run
+
+    server = PrefectServer(api_url=exports["PREFECT_API_URL"], home=tmp_path, env={})
+    deployment = prefect_api(server, "GET", "/deployments/name/certify-dataset/certseg-cluster")
+    config = tiny_flow_config(standin_models(tmp_path / "models"), tmp_path)
+    store_url = f"s3://certseg/stores/{uuid.uuid4().hex}.zarr"
+    parameters = {
+        "config": str(config),
+        "store_url": store_url,
+        "storage_options": {},  # credentials and endpoint from the worker's environment
+        "dask_address": exports["CERTSEG_DASK_ADDRESS"],
+        "tracking_uri": exports["MLFLOW_TRACKING_URI"],
+        "out_dir": str(tmp_path / "results"),
+    }
+    created = prefect_api(
+        server,
+        "POST",
+        f"/deployments/{deployment['id']}/create_flow_run",
+        {"parameters": parameters},
+    )
+    run = wait_for_flow_run(server, created["id"], timeout=300.0)
+    state = (run.get("state") or {}).get("type")
+    assert state == "COMPLETED", f"{state}; logs:\n{flow_run_logs(server, run['id'])}"
+    assert run["work_queue_name"] == "cluster"
+
+    options = {"key": exports["AWS_ACCESS_KEY_ID"], "secret": exports["AWS_SECRET_ACCESS_KEY"]}
+    options["endpoint_url"] = exports["AWS_ENDPOINT_URL"]
+    store = SampleStore.open(store_url, storage_options=options, read_only=True)
+    assert all(
+        store.counts_n(0.25, variant, image) == store.n  # persisted by the Dask workers
+        for variant in store.variants
+        for image in range(store.num_images)
+    )
+    tracking = exports["MLFLOW_TRACKING_URI"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1
+    logged = read_run(runs[0].info.run_id, tracking_uri=tracking)
+    assert logged.tags["config_id"] == store.config_id
+    assert "results.parquet" in logged.artifacts
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    assert any(key.endswith("results.parquet") for key in fs.find("certseg/mlflow-artifacts"))
+
+
 def _alive(pid_file: Path) -> bool:
     try:
         os.kill(int(pid_file.read_text()), 0)
@@ -37,8 +99,11 @@ def _alive(pid_file: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_up_then_down_on_loopback(tmp_path: Path) -> None:
-    """up.sh starts S3, MLflow, Dask, Prefect (server + worker) and deploys; down.sh stops all."""
+def test_up_run_cluster_deployment_then_down(tmp_path: Path) -> None:
+    """up.sh starts S3, MLflow, Dask, Prefect (server + worker) and deploys prefect.yaml; a run of
+    `certseg-cluster` completes with the store on S3 (credentials only from the environment the
+    scripts gave the worker and the Dask workers), aggregation on the Dask scheduler and lineage
+    on the MLflow server (artifacts proxied to S3); down.sh stops everything."""
     ports = {name: free_port() for name in ("prefect", "dask", "dash", "s3", "mlflow")}
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_"))}
@@ -75,7 +140,8 @@ def test_up_then_down_on_loopback(tmp_path: Path) -> None:
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             deployments = {d["name"] for d in json.loads(response.read())}
-        assert {"certseg-local", "certseg-cluster"} <= deployments
+        assert {"certseg-local", "certseg-cluster", "certseg-gpu", "recertify-local"} <= deployments
+        _run_cluster_deployment(exports, tmp_path)
     finally:
         down = subprocess.run(
             [str(local / "down.sh")], env=env, capture_output=True, text=True, timeout=300
