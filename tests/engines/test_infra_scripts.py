@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from engine_procs import (
+    BIN,
     REPO_ROOT,
     PrefectServer,
     flow_run_logs,
@@ -21,7 +23,6 @@ from engine_procs import (
     prefect_api,
     standin_models,
     tiny_flow_config,
-    wait_for_flow_run,
 )
 
 SCRIPTS = sorted((REPO_ROOT / "infra" / "local").glob("*.sh"))
@@ -47,26 +48,38 @@ def _run_cluster_deployment(exports: dict[str, str], tmp_path: Path) -> None:
     from certseg.tracking import read_run
 
     server = PrefectServer(api_url=exports["PREFECT_API_URL"], home=tmp_path, env={})
-    deployment = prefect_api(server, "GET", "/deployments/name/certify-dataset/certseg-cluster")
     config = tiny_flow_config(standin_models(tmp_path / "models"), tmp_path)
     store_url = f"s3://certseg/stores/{uuid.uuid4().hex}.zarr"
-    parameters = {
-        "config": str(config),
-        "store_url": store_url,
-        "storage_options": {},  # credentials and endpoint from the worker's environment
-        "dask_address": exports["CERTSEG_DASK_ADDRESS"],
-        "tracking_uri": exports["MLFLOW_TRACKING_URI"],
-        "out_dir": str(tmp_path / "results"),
-    }
-    created = prefect_api(
-        server,
-        "POST",
-        f"/deployments/{deployment['id']}/create_flow_run",
-        {"parameters": parameters},
-    )
-    run = wait_for_flow_run(server, created["id"], timeout=300.0)
+    # The command infra/README.md documents; storage_options stay {} (the deployment's default):
+    # credentials and endpoint come from the environment up.sh gave the worker and Dask workers.
+    command = [
+        str(BIN / "prefect"),
+        "deployment",
+        "run",
+        "certify-dataset/certseg-cluster",
+        "--param",
+        f"config={config}",
+        "--param",
+        f"store_url={store_url}",
+        "--param",
+        f"dask_address={exports['CERTSEG_DASK_ADDRESS']}",
+        "--param",
+        f"tracking_uri={exports['MLFLOW_TRACKING_URI']}",
+        "--param",
+        f"out_dir={tmp_path / 'results'}",
+        "--watch",
+        "--watch-timeout",
+        "300",
+    ]
+    env = dict(os.environ, PREFECT_API_URL=exports["PREFECT_API_URL"])
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    match = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout)
+    assert match, result.stdout[-2000:] + result.stderr[-2000:]
+    run = prefect_api(server, "GET", f"/flow_runs/{match.group(1)}")
     state = (run.get("state") or {}).get("type")
-    assert state == "COMPLETED", f"{state}; logs:\n{flow_run_logs(server, run['id'])}"
+    assert result.returncode == 0 and state == "COMPLETED", (
+        f"{state}; logs:\n{flow_run_logs(server, run['id'])}"
+    )
     assert run["work_queue_name"] == "cluster"
 
     options = {"key": exports["AWS_ACCESS_KEY_ID"], "secret": exports["AWS_SECRET_ACCESS_KEY"]}
