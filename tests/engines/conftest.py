@@ -156,12 +156,16 @@ def prefect_worker(prefect_server: PrefectServer, engine_logs: Path) -> Iterator
 
 @pytest.fixture(scope="session")
 def dask_cluster(
-    engine_logs: Path, tmp_path_factory: pytest.TempPathFactory
+    engine_logs: Path, tmp_path_factory: pytest.TempPathFactory, prefect_server: PrefectServer
 ) -> Iterator[DaskCluster]:
-    """``dask scheduler`` + ``dask worker --nworkers 2 --nthreads 1`` with one BLAS thread each."""
+    """``dask scheduler`` + ``dask worker --nworkers 2 --nthreads 1`` with one BLAS thread each.
+
+    The workers share the standing Prefect server's PREFECT_API_URL: Prefect tasks submitted
+    through a DaskTaskRunner report to it (without it, each worker would start its own server).
+    """
     from distributed import Client
 
-    env = engine_env()
+    env = dict(prefect_server.env)
     scheduler, port = start_listening(
         "dask-scheduler",
         lambda port: [

@@ -102,3 +102,8 @@ def write_image(url: str, storage_options: dict[str, Any], image: int) -> tuple[
 def executed_count(dask_worker: Any) -> int:
     """Tasks this Dask worker has executed so far (for `Client.run`)."""
     return int(dask_worker.state.executed_count)
+
+
+def task_prefixes(dask_scheduler: Any) -> list[str]:
+    """Names of every task prefix the Dask scheduler has seen (for `Client.run_on_scheduler`)."""
+    return sorted(dask_scheduler.task_prefixes)

@@ -1,8 +1,9 @@
 """The certify-dataset flow on real engines on 127.0.0.1.
 
 1. In-process flow run reporting to a standing `prefect server`, with the Zarr store on the moto
-   S3 server (through s3fs, credentials only in storage_options) and aggregation on the real
-   `dask scheduler` (two `dask worker` processes).
+   S3 server (through s3fs, credentials only in storage_options), the sampling shards submitted
+   to the real `dask scheduler` through prefect-dask's DaskTaskRunner (they run in the two
+   `dask worker` processes, which report to the same server) and aggregation on that scheduler.
 2. `prefect deploy` of prefect.yaml's `certseg-local` deployment on that server, a run of it
    picked up by `prefect worker start` on a process work pool (a subprocess of the worker),
    waited for until COMPLETED.
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from engine_jobs import executed_count
+from engine_jobs import executed_count, task_prefixes
 from engine_procs import (
     BIN,
     REPO_ROOT,
@@ -58,6 +59,7 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
     import s3fs
     from distributed import Client
     from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_dask import DaskTaskRunner
 
     from flows.certify_dataset import certify_dataset
 
@@ -66,8 +68,11 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
     options = s3_server.storage_options
     with Client(dask_cluster.address, timeout=60) as client:
         before = sum(client.run(executed_count).values())
+    on_cluster = certify_dataset.with_options(
+        task_runner=DaskTaskRunner(address=dask_cluster.address)
+    )
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
-        outcome = certify_dataset(
+        outcome = on_cluster(
             str(config_file),
             store_url=store_url,
             storage_options=options,
@@ -77,7 +82,14 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
         )
     with Client(dask_cluster.address, timeout=60) as client:
         after = sum(client.run(executed_count).values())
+        prefixes = client.run_on_scheduler(task_prefixes)
     assert after > before, "no task ran on the Dask cluster"
+    assert "sample_shard_task" in prefixes, prefixes  # Prefect's shards ran as Dask tasks
+    # The sampling shards ran as Prefect task runs, reported to the standing server.
+    query = {"task_runs": {"name": {"like_": "sample-shard"}}}
+    shard_runs = prefect_api(prefect_server, "POST", "/task_runs/filter", query)
+    assert len(shard_runs) >= 2
+    assert all(r["state"]["type"] == "COMPLETED" for r in shard_runs)
 
     # The store is on the S3 server, complete, under the run's config_id.
     fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
