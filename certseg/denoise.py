@@ -263,7 +263,7 @@ def load_denoiser(
             if not (source / sub).is_dir():
                 raise ValueError(f"denoiser folder {source} has no {sub}/ subfolder")
         unet = UNet2DModel.from_pretrained(  # type: ignore[no-untyped-call]
-            str(source / "unet"), local_files_only=True
+            str(source / "unet"), local_files_only=True, low_cpu_mem_usage=False
         )
         scheduler = _load_scheduler(source / "scheduler")
     else:
