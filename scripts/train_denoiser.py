@@ -240,6 +240,8 @@ def write_card(
     """MODEL_CARD.md: YAML front matter (read by tests) + prose."""
     import yaml
 
+    from certseg.data.synthetic import DESIGN
+
     facts = json.loads((folder / "train_facts.json").read_text())
     unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
     front = {
@@ -277,7 +279,7 @@ def write_card(
         f"DDPM. The saved weights are an EMA (decay {args.ema}) of the training weights.\n"
         f"AdamW lr {args.lr}, batch {args.batch_size}, 50 warm-up steps then cosine decay,\n"
         "grad-norm clip 1.\n\n"
-        "## One-shot denoising on held-out synthetic test images\n\n"
+        f"{DESIGN}\n## One-shot denoising on held-out synthetic test images\n\n"
         f"{metrics['eval_images']} test images (split `test`, seed {args.data_seed}), one noise\n"
         "draw each (torch seed 1234), x̂₀ from `certseg.denoise` at the matched timestep. MSE\n"
         "to the clean image in [0, 1] units:\n\n"

@@ -370,6 +370,8 @@ def write_card(args: argparse.Namespace, facts: dict[str, Any], command: str) ->
     """MODEL_CARD.md: YAML front matter (read by tests) + prose."""
     import yaml
 
+    from certseg.data.synthetic import DESIGN
+
     metrics = facts["metrics"]
     rounded = {k: {m: round(v, 4) for m, v in val.items()} for k, val in metrics.items()}
     name = args.out.name
@@ -425,7 +427,7 @@ def write_card(args: argparse.Namespace, facts: dict[str, Any], command: str) ->
         f"{facts['params']} parameters,\n"
         "7 synthetic classes (`certseg.data.synthetic`: background, ground, disc, ring, box,\n"
         "triangle, striped), input normalized with mean 0.5 / std 0.25 per channel.\n\n"
-        f"## Training\n\n{recipe}\n\n"
+        f"{DESIGN}\n## Training\n\n{recipe}\n\n"
         f"Data: {args.num_train} synthetic train images (split `train`, seed {args.data_seed},\n"
         f"{args.size}×{args.size}). AdamW lr {args.lr} (weight decay 1e-4), "
         f"batch {args.batch_size},\n"

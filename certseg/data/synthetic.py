@@ -30,6 +30,21 @@ from certseg.data.base import (
     ManifestEntry,
 )
 
+DESIGN = """\
+## Data design (certseg.data.synthetic)
+
+Classes are carried the way real scenes carry them: shape, colour family, object-scale structure
+and context, never pixel-scale grain. 0 background (smooth low-saturation field of any hue),
+1 ground (brownish band under a wavy horizon: context), 2 disc and 3 ring (same warm colour
+family: the hole is the cue), 4 box (upright, on the ground when there is one) and 5 triangle
+(same cool family: the shape is the cue), 6 striped (ellipse with 6-10 px stripes: object-scale
+structure). Fine grain (std 0-0.06 per image, whole scene) and low-frequency shading are
+nuisances drawn independently of the class. Objects span ~6-15 px radius at 64x64. The design was
+fixed from these principles before any certification run and is not tuned against certification
+results (issue 10; docs/embedded-benchmark.md).
+"""
+"""Markdown section quoted in every shipped model card."""
+
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 """Split name → the integer mixed into each image's seed (so splits never share an image)."""
 
