@@ -30,6 +30,8 @@ ENV_DEFAULTS: dict[str, str] = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "DIFFUSERS_VERBOSITY": "error",
+    "DASK_LOGGING__DISTRIBUTED": "warning",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
 }
 
 
@@ -182,9 +184,11 @@ TrackOption = typer.Option(True, "--track/--no-track", help="Log the run to MLfl
 
 @app.command()
 def demo(
-    store: str = typer.Option("certseg-demo.zarr", help="Sample store (resumes when it exists)."),
+    store: str = typer.Option(
+        "certseg-runs/demo.zarr", help="Sample store (resumes when it exists)."
+    ),
     tracking_uri: str = typer.Option("sqlite:///mlruns.db", help="MLflow tracking URI."),
-    out: Path = typer.Option(Path("certseg-demo-results"), help="Results folder."),
+    out: Path = typer.Option(Path("certseg-runs/demo-results"), help="Results folder."),
     quiet: bool = QuietOption,
     track: bool = TrackOption,
 ) -> None:
