@@ -32,6 +32,7 @@ ENV_DEFAULTS: dict[str, str] = {
     "DIFFUSERS_VERBOSITY": "error",
     "DASK_LOGGING__DISTRIBUTED": "warning",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
