@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pipeline_fixtures import fill_toy_store
 from test_report import toy_config
 from typer.testing import CliRunner
@@ -100,3 +101,39 @@ def test_certify_reports_config_errors_by_field(tmp_path: Path) -> None:
     assert "config.tau: must be in (0.5, 1), got 0.4" in result.output
     bad = runner.invoke(app, ["recertify", str(tmp_path / "x.zarr"), "--correction", "sidak"])
     assert bad.exit_code == 1 and "holm or bonferroni" in bad.output
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_meets_the_issue_10_goals(tmp_path: Path) -> None:
+    """`certseg demo` in a fresh directory (ephemeral Prefect, local Dask, sqlite MLflow), then
+    again (resumes). Needs the shipped weights; minutes on 2 cores."""
+    import os
+
+    from certseg.report import read_results
+
+    env = {**os.environ, "COLUMNS": "200"}
+    command = [str(Path(sys.executable).parent / "certseg"), "demo"]
+    first = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "160 blocks sampled, 0 resumed" in first.stdout
+    rows = {
+        (r["sigma"], r["variant"]): r
+        for r in read_results(tmp_path / "certseg-runs" / "demo-results" / "results.parquet")
+    }
+    gap = (
+        rows[(0.5, "denoised")]["certified_accuracy"]
+        - rows[(0.5, "segcertify")]["certified_accuracy"]
+    )
+    assert gap >= 0.20
+    for sigma in (0.25, 0.5):
+        assert (
+            rows[(sigma, "denoised-finetuned")]["certified_accuracy"]
+            >= rows[(sigma, "noise-matched")]["certified_accuracy"]
+        )
+    second = subprocess.run(
+        [*command, "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (tmp_path / "mlruns.db").is_file()
