@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,6 +310,23 @@ class S3Server:
 
 
 # --------------------------------------------------------------------------- flow inputs
+
+
+@contextlib.contextmanager
+def prefect_client_of(server: PrefectServer) -> Iterator[None]:
+    """Run in-process flows against ``server`` (PREFECT_API_URL), then drain Prefect's log and
+    event workers while it still answers: otherwise workers bound to it outlive it, and a later
+    ``prefect_test_harness`` hangs draining them (seen with Prefect 3.9)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        try:
+            yield
+        finally:
+            APILogWorker.drain_all(timeout=30)
+            EventsWorker.drain_all(timeout=30)
 
 
 def standin_models(root: Path) -> Path:

@@ -27,6 +27,7 @@ from engine_procs import (
     REPO_ROOT,
     flow_run_logs,
     prefect_api,
+    prefect_client_of,
     run_cli,
     standin_models,
     tiny_flow_config,
@@ -58,7 +59,6 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
 ) -> None:
     import s3fs
     from distributed import Client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect_dask import DaskTaskRunner
 
     from flows.certify_dataset import certify_dataset
@@ -71,7 +71,7 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
     on_cluster = certify_dataset.with_options(
         task_runner=DaskTaskRunner(address=dask_cluster.address)
     )
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+    with prefect_client_of(prefect_server):
         outcome = on_cluster(
             str(config_file),
             store_url=store_url,
