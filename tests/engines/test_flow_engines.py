@@ -4,12 +4,12 @@
    S3 server (through s3fs, credentials only in storage_options), the sampling shards submitted
    to the real `dask scheduler` through prefect-dask's DaskTaskRunner (they run in the two
    `dask worker` processes, which report to the same server) and aggregation on that scheduler.
-2. `prefect deploy` of prefect.yaml's `certseg-local` deployment on that server, a run of it
-   picked up by `prefect worker start` on a process work pool (a subprocess of the worker),
-   waited for until COMPLETED.
+2. `prefect deploy` of prefect.yaml's `certseg-local` deployment on that server, a run of it with
+   configs/tiny.yaml (shipped weights) picked up by `prefect worker start` on a process work pool
+   (a subprocess of the worker), waited for until COMPLETED.
 
-Models are the pipeline tests' stand-ins (tests/pipeline_fixtures.py: seeded tiny torch modules
-and a tiny random diffusers UNet): these tests check plumbing across engines, not accuracy.
+Test 1 uses the pipeline tests' stand-in models (tests/pipeline_fixtures.py: seeded tiny torch
+modules and a tiny random diffusers UNet). Both check plumbing across engines, not accuracy.
 """
 
 from __future__ import annotations
@@ -136,9 +136,7 @@ def _mlflow_runs(tracking_uri: str) -> list[str]:
     return [run.info.run_id for run in runs]
 
 
-def test_deployment_run_by_process_worker(
-    prefect_worker: PrefectWorker, models: Path, tmp_path: Path
-) -> None:
+def test_deployment_run_by_process_worker(prefect_worker: PrefectWorker, tmp_path: Path) -> None:
     server = prefect_worker.server
     run_cli(
         [
@@ -160,9 +158,10 @@ def test_deployment_run_by_process_worker(
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $CERTSEG_ROOT }}"}}
     ]
 
-    config_file = tiny_flow_config(models, tmp_path)
+    # configs/tiny.yaml with the shipped weights, both by paths relative to the checkout: they
+    # resolve only if the pull step changed into CERTSEG_ROOT. Outputs go to tmp_path.
     parameters = {
-        "config": str(config_file),
+        "config": "configs/tiny.yaml",
         "store_url": str(tmp_path / "store.zarr"),
         "tracking_uri": f"sqlite:///{tmp_path}/ml.db",
         "out_dir": str(tmp_path / "results"),
