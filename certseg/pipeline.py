@@ -14,6 +14,7 @@ flagged are skipped, so a re-run resumes where a killed run stopped.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -195,6 +196,17 @@ def model_files(config: RunConfig) -> dict[str, Path]:
     return out
 
 
+def models_sha256(config: RunConfig) -> str:
+    """One sha256 over every used model file's label and content sha256 (the store's model
+    identity: a model retrained into the same folder changes it)."""
+    from certseg.tracking import file_sha256
+
+    digest = hashlib.sha256()
+    for label, path in sorted(model_files(config).items()):
+        digest.update(f"{label}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
 # --- datasets and the store -----------------------------------------------------------------
 
 
@@ -290,6 +302,7 @@ def prepare_store(
         samples_per_chunk=config.sampling.samples_per_chunk,
         health_ids=health_ids,
         health_manifest_sha256=health_sha,
+        models_sha256=models_sha256(config),
     )
     existed = _exists(url, options)
     targets = (np.asarray(dataset.load(i).target) for i in range(len(dataset)))

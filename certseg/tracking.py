@@ -9,6 +9,7 @@ sqlite URI, artifacts go to an `mlartifacts/` folder beside the database file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import tempfile
@@ -32,9 +33,20 @@ METRICS: tuple[str, ...] = (
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    """sha256 (hex) of a file's bytes, read in 1 MiB blocks.
+
+    Cached per (resolved path, size, mtime): a run hashes its model files once for the store's
+    identity check and again for lineage tags, and a checkpoint can be gigabytes.
+    """
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _file_sha256(str(resolved), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

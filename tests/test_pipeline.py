@@ -99,6 +99,30 @@ def test_other_config_refused_store_untouched(models_dir: Path, tmp_path: Path) 
     assert before == after
 
 
+def test_model_changed_under_same_config_refused_store_untouched(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """A model retrained into the same path keeps config_id but must not resume the store."""
+    import shutil
+
+    from pipeline_fixtures import write_torchscript_segmenter
+
+    private = tmp_path / "models"
+    shutil.copytree(models_dir, private)
+    config = _config(private, tmp_path / "s.zarr")
+    _run(config, CountingSampler(), 1)
+    before = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "s.zarr").rglob("*"))
+    write_torchscript_segmenter(private / "clean.pt", seed=11)  # "retrained" in place
+    same = _config(private, tmp_path / "s.zarr")
+    assert same.config_id == config.config_id
+    with pytest.raises(StoreMismatchError, match="model files sha256"):
+        prepare_store(same, num_classes=7)
+    after = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "s.zarr").rglob("*"))
+    assert before == after
+    shutil.copyfile(models_dir / "clean.pt", private / "clean.pt")  # the original bytes again
+    assert not prepare_store(_config(private, tmp_path / "s.zarr"), num_classes=7).created
+
+
 def test_results_identical_for_1_2_3_shards(models_dir: Path, tmp_path: Path) -> None:
     results = []
     stores = []

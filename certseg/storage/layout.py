@@ -93,6 +93,7 @@ class StoreTemplate:
     samples_per_chunk: int
     health_ids: tuple[str, ...] = ()
     health_manifest_sha256: str = ""
+    models_sha256: str = ""
 
     def __post_init__(self) -> None:
         if len(self.image_ids) != len(self.image_shapes):
@@ -249,4 +250,5 @@ class StoreTemplate:
             "samples_per_chunk": self.samples_per_chunk,
             "health_ids": list(self.health_ids),
             "health_manifest_sha256": self.health_manifest_sha256,
+            "models_sha256": self.models_sha256,
         }

@@ -119,6 +119,7 @@ class SampleStore:
                     "overwritten)"
                 )
             if attrs.get("template_complete"):
+                _check_same_content(url, attrs, template)
                 return cls.open(url, storage_options=storage_options)
         store = open_zarr_store(url, storage_options)
         group = zarr.create_group(store, overwrite=True, attributes=template.root_attrs())
@@ -432,3 +433,25 @@ class SampleStore:
             return np.zeros((0, 2), dtype=np.int64)
         values: np.ndarray = np.asarray(self._array(f"health/{sigma_key(sigma)}/{variant}")[...])
         return values
+
+
+def _check_same_content(url: str, attrs: Mapping[str, Any], template: StoreTemplate) -> None:
+    """Refuse to resume when the files behind the same config changed since the store was made.
+
+    config_id covers what the config says (paths included), not what the files hold: a dataset
+    edited in place or a model retrained into the same folder would otherwise mix old and new
+    samples in one store.
+    """
+    checks = (
+        ("dataset manifest", "dataset_manifest_sha256", template.manifest_sha256),
+        ("health-check manifest", "health_manifest_sha256", template.health_manifest_sha256),
+        ("model files", "models_sha256", template.models_sha256),
+    )
+    for what, key, now in checks:
+        stored = str(attrs.get(key, ""))
+        if stored != now:
+            raise StoreMismatchError(
+                f"store {url!r} was written with {what} sha256 {stored or '(none)'}, but this "
+                f"run's is {now or '(none)'}: the files changed under the same config; use "
+                "another store URL (nothing was overwritten)"
+            )
