@@ -258,6 +258,12 @@ class RunConfig(_Frozen):
                             f"{where}.segmenter_by_sigma: {name!r} is not a key of segmenters "
                             f"{sorted(self.segmenters)}"
                         )
+        if self.health.num_images and self.dataset.kind == "folder":
+            raise ValueError(
+                "health.num_images: a folder dataset has no held-out split, so the health check "
+                "would read the images it certifies; set health.num_images: 0 (or export "
+                "held-out images to a dataset with splits)"
+            )
         if self.health.num_images and self.health.split == self.dataset.split:
             raise ValueError(
                 f"health.split: must differ from dataset.split ({self.dataset.split!r}): the "

@@ -273,7 +273,7 @@ def prepare_store(
     health_ids: tuple[str, ...] = ()
     health_sha = ""
     if health is not None:
-        validate_dataset(health, num_classes=num_classes)
+        health = validate_dataset(health, num_classes=num_classes).dataset
         health_ids = tuple(health.image_ids())
         health_sha = health.manifest().sha256
     manifest = dataset.manifest()
@@ -514,14 +514,22 @@ def run_health_check(
         models = models or load_models(config)
         sampler = sampler or _default_sampler()
         ignore = health.ignore_index
-        for index in range(len(health)):
+        # The store's health ids are the validated set (skip_invalid may have dropped items):
+        # find each by id, as sample_shard does, never by position in the unvalidated dataset.
+        positions = {image_id: i for i, image_id in enumerate(health.image_ids())}
+        for index, image_id in enumerate(store.health_ids):
+            if image_id not in positions:
+                raise ValueError(
+                    f"health image {image_id!r} of store {url!r} is not in the dataset "
+                    f"{health.name!r} any more"
+                )
             example = None
             for sigma in config.sigmas:
                 for group, variant_names in groups.items():
                     todo = [v for v in variant_names if store.read_health(sigma, v)[index, 0] < 0]
                     if not todo:
                         continue
-                    example = example or health.load(index)
+                    example = example or health.load(positions[image_id])
                     wiring = {v: config.variant(v).segmenter_for(sigma) for v in todo}
                     needed = sorted(set(wiring.values()))
                     maps = sampler(

@@ -123,6 +123,48 @@ def test_model_changed_under_same_config_refused_store_untouched(
     assert not prepare_store(_config(private, tmp_path / "s.zarr"), num_classes=7).created
 
 
+def test_folder_dataset_refuses_a_health_check_on_its_own_images(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    data = tiny_config_dict(models_dir, tmp_path / "s.zarr")
+    data["dataset"] = {"kind": "folder", "root": str(tmp_path)}
+    data["health"] = {"num_images": 2, "split": "train", "floor": 0.0}
+    with pytest.raises(ValueError, match=r"config\.health\.num_images: a folder dataset has no"):
+        config_from_dict(data)
+
+
+def test_health_check_uses_the_validated_set_with_skip_invalid(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """An invalid file inside the health subset is dropped (skip_invalid), not loaded later."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
+    import torch
+    from layouts import truncate, write_pascal_context
+
+    root = write_pascal_context(tmp_path / "pc", split="val", ids=("2008_000002", "2008_000003"))
+    write_pascal_context(root, split="train", ids=("2008_000010", "2008_000011", "2008_000012"))
+    # first health image (train split) is truncated: inside the health subset of 2
+    truncate(root / "VOCdevkit/VOC2010/JPEGImages/2008_000010.jpg")
+    net = torch.jit.script(torch.nn.Conv2d(3, 59, 1))  # a 59-class stand-in for the plumbing
+    torch.jit.save(net, str(tmp_path / "pc59.pt"))
+    data = tiny_config_dict(models_dir, tmp_path / "s.zarr")
+    data["dataset"] = {"kind": "pascal_context", "root": str(root), "skip_invalid": True}
+    data["health"] = {"num_images": 2, "split": "train", "floor": 0.0}
+    for spec in data["segmenters"].values():
+        spec.update(path=str(tmp_path / "pc59.pt"), num_classes=59)
+    data["variants"] = [v for v in data["variants"] if v["name"] != "matched"]
+    config = config_from_dict(data)
+    models = load_models(config)
+    prepared = prepare_store(config, num_classes=models.num_classes)
+    assert prepared.skipped == ()  # the certified (val) images are all valid
+    store = SampleStore.open(str(tmp_path / "s.zarr"))
+    assert store.health_ids == ("2008_000011",)  # the first 2 of train, the truncated one dropped
+    results = run_health_check(config, models=models, sampler=CountingSampler())
+    assert results and all(r.num_images == 1 and r.valid > 0 for r in results)
+
+
 def test_results_identical_for_1_2_3_shards(models_dir: Path, tmp_path: Path) -> None:
     results = []
     stores = []
