@@ -26,6 +26,7 @@ import pytest
 from engine_procs import (
     BIN,
     DASK_WORKERS,
+    ENGINE_TESTS,
     HOST,
     REPO_ROOT,
     S3_BUCKET,
@@ -46,8 +47,6 @@ from engine_procs import (
     stop_all,
     wait_ready,
 )
-
-ENGINE_TESTS = Path(__file__).resolve().parent
 
 
 @pytest.hookimpl(trylast=True)
