@@ -169,6 +169,8 @@ def _run_certify(
     finally:
         set_progress_hook(None)
     _print_table(outcome["rows"], title)
+    for file, reason in outcome.get("skipped_files", []):  # shown even with --quiet
+        typer.echo(f"skipped (--skip-invalid): {file}: {reason}", err=True)
     if not quiet:
         typer.echo(
             f"store: {outcome['store_url']} (config_id {outcome['config_id'][:12]}; "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -303,6 +304,7 @@ def prepare_store(
         health_ids=health_ids,
         health_manifest_sha256=health_sha,
         models_sha256=models_sha256(config),
+        skipped_files=tuple(report.skipped),
     )
     existed = _exists(url, options)
     targets = (np.asarray(dataset.load(i).target) for i in range(len(dataset)))
@@ -653,6 +655,10 @@ def finalize_run(
     del plots
     config_copy = folder / "config.yaml"
     config_copy.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    skipped = [list(item) for item in store.attrs.get("skipped_files", [])]
+    skipped_json = folder / "skipped_files.json"
+    if skipped:  # skip_invalid dropped these (file, reason) before sampling
+        skipped_json.write_text(json.dumps(skipped, indent=1) + "\n")
     run_id = None
     if track:
         from certseg.tracking import log_run
@@ -668,9 +674,12 @@ def finalize_run(
             "certify.tau": str(params.tau),
             "certify.correction": params.correction,
             "certify.n": str(params.n),
+            "dataset_skipped_files": str(len(skipped)),
             **dict(extra_tags or {}),
         }
         artifacts = [parquet, csv_path, table, config_copy]
+        if skipped:
+            artifacts.append(skipped_json)
         if config_file is not None and Path(config_file).is_file():
             original = folder / "config.original.yaml"
             original.write_bytes(Path(config_file).read_bytes())

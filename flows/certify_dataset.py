@@ -90,4 +90,5 @@ def certify_dataset(
         "rows": outcome.rows,
         "sampled_blocks": sum(r.sampled_blocks for r in reports),
         "skipped_blocks": sum(r.skipped_blocks for r in reports),
+        "skipped_files": [list(item) for item in prepared.skipped],
     }

@@ -143,7 +143,9 @@ def test_health_check_uses_the_validated_set_with_skip_invalid(
     import torch
     from layouts import truncate, write_pascal_context
 
-    root = write_pascal_context(tmp_path / "pc", split="val", ids=("2008_000002", "2008_000003"))
+    val_ids = ("2008_000002", "2008_000003", "2008_000004")
+    root = write_pascal_context(tmp_path / "pc", split="val", ids=val_ids)
+    truncate(root / "VOCdevkit/VOC2010/JPEGImages/2008_000004.jpg")  # a certified image
     write_pascal_context(root, split="train", ids=("2008_000010", "2008_000011", "2008_000012"))
     # first health image (train split) is truncated: inside the health subset of 2
     truncate(root / "VOCdevkit/VOC2010/JPEGImages/2008_000010.jpg")
@@ -158,8 +160,12 @@ def test_health_check_uses_the_validated_set_with_skip_invalid(
     config = config_from_dict(data)
     models = load_models(config)
     prepared = prepare_store(config, num_classes=models.num_classes)
-    assert prepared.skipped == ()  # the certified (val) images are all valid
+    assert [file for file, _ in prepared.skipped] == [
+        "VOCdevkit/VOC2010/JPEGImages/2008_000004.jpg"
+    ]
     store = SampleStore.open(str(tmp_path / "s.zarr"))
+    assert store.image_ids == val_ids[:2]
+    assert [file for file, _ in store.attrs["skipped_files"]] == [prepared.skipped[0][0]]
     assert store.health_ids == ("2008_000011",)  # the first 2 of train, the truncated one dropped
     results = run_health_check(config, models=models, sampler=CountingSampler())
     assert results and all(r.num_images == 1 and r.valid > 0 for r in results)

@@ -71,7 +71,8 @@ class StoreTemplate:
 
     image_shapes: true (H, W) of each image, in image_ids order. variant_segmenters: variant →
     (sigma_key → segmenter name). groups: denoiser group ("none" or a denoiser key) → variants.
-    health_ids: image ids of the held-out health set (may be empty).
+    health_ids: image ids of the held-out health set (may be empty). skipped_files: (file, reason)
+    of items a skip_invalid validation dropped (also part of the manifest hash).
     """
 
     config_id: str
@@ -94,6 +95,7 @@ class StoreTemplate:
     health_ids: tuple[str, ...] = ()
     health_manifest_sha256: str = ""
     models_sha256: str = ""
+    skipped_files: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.image_ids) != len(self.image_shapes):
@@ -251,4 +253,5 @@ class StoreTemplate:
             "health_ids": list(self.health_ids),
             "health_manifest_sha256": self.health_manifest_sha256,
             "models_sha256": self.models_sha256,
+            "skipped_files": [list(item) for item in self.skipped_files],
         }

@@ -116,4 +116,5 @@ def test_folder_bad_input_stops_before_the_store_and_skip_invalid_records(tmp_pa
     assert not (tmp_path / "wrong.zarr").exists()
     skipped = _certify(config, "--skip-invalid")
     assert skipped.exit_code == 0, skipped.output
+    assert "skipped (--skip-invalid): masks/orphan.png" in skipped.output
     assert (tmp_path / "folder.zarr").exists()
