@@ -160,9 +160,7 @@ def test_health_check_uses_the_validated_set_with_skip_invalid(
     config = config_from_dict(data)
     models = load_models(config)
     prepared = prepare_store(config, num_classes=models.num_classes)
-    assert [file for file, _ in prepared.skipped] == [
-        "VOCdevkit/VOC2010/JPEGImages/2008_000004.jpg"
-    ]
+    assert [file for file, _ in prepared.skipped] == ["JPEGImages/2008_000004.jpg"]
     store = SampleStore.open(str(tmp_path / "s.zarr"))
     assert store.image_ids == val_ids[:2]
     assert [file for file, _ in store.attrs["skipped_files"]] == [prepared.skipped[0][0]]
