@@ -49,7 +49,8 @@ test-all: lint
 	$(VENV)/bin/pytest -m "not gpu" --timeout=1800
 
 bench: install-dev
-	$(PY) -m bench.run_all
+	OMP_NUM_THREADS=1 $(PY) -m bench.bench_certify
+	OMP_NUM_THREADS=1 $(PY) -m bench.bench_sampling --threads 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
