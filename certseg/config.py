@@ -233,6 +233,12 @@ class RunConfig(_Frozen):
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variants: names must be distinct, got {names}")
+        for key in self.denoisers:
+            if key in ("", "none"):
+                raise ValueError(
+                    f"denoisers: {key!r} cannot name a denoiser (it is the store's group for "
+                    "variants without one, so its variants would silently run undenoised)"
+                )
         for i, variant in enumerate(self.variants):
             where = f"variants.{i}"
             if variant.denoiser is not None and variant.denoiser not in self.denoisers:

@@ -156,3 +156,15 @@ def test_json_round_trip_and_flat_params() -> None:
     assert params["tau"] == "0.6"
     assert params["variants.2.denoiser"] == "ddpm"
     assert params["segmenters.clean.path"] == "weights/segmenter-clean"
+
+
+@pytest.mark.parametrize("key", ["none", ""])
+def test_denoiser_key_that_names_the_undenoised_group_is_refused(key: str) -> None:
+    data = _tiny()
+    (name, spec), *_ = data["denoisers"].items()
+    data["denoisers"] = {key: spec}
+    for variant in data["variants"]:
+        if variant.get("denoiser") == name:
+            variant["denoiser"] = key
+    with pytest.raises(ValueError, match=r"config\.denoisers: .* cannot name a denoiser"):
+        config_from_dict(data)
