@@ -42,15 +42,42 @@ def certify_dataset(
     base_dir: str | None = None,
     skip_invalid: bool = False,
     track: bool = True,
+    sample_on_dask: bool = False,
 ) -> dict[str, Any]:
     """Certify a dataset as a config describes (a YAML path or a mapping).
 
     store_url / storage_options / dask_address / tracking_uri / shards override the config.
-    Sampling shards are submitted to the flow's task runner (one at a time by default; use
-    `certify_dataset.with_options(task_runner=DaskTaskRunner(address))` to spread them).
-    Returns {"config_id", "store_url", "run_id", "out_dir", "rows"}.
+    Sampling shards are submitted to the flow's task runner (one at a time by default).
+    sample_on_dask: run the shards as Dask tasks on `dask_address` (or the config's dask.address)
+    instead — this flow runs again as a subflow with prefect-dask's DaskTaskRunner, so a deployment
+    can choose it by a parameter; the Dask workers must reach this run's Prefect API (a standing
+    server). From Python, `certify_dataset.with_options(task_runner=DaskTaskRunner(address))` is
+    the same. Returns {"config_id", "store_url", "run_id", "out_dir", "rows", ...}.
     """
     cfg = load_config_task(config, base_dir, skip_invalid)
+    if sample_on_dask:
+        from prefect_dask.task_runners import DaskTaskRunner
+
+        address = dask_address or cfg.dask.address
+        if not address:
+            raise ValueError(
+                "sample_on_dask: needs a Dask scheduler address (the dask_address parameter "
+                "or dask.address in the config)"
+            )
+        runner = cast("TaskRunner[PrefectFuture[Any]]", DaskTaskRunner(address=address))
+        on_cluster = certify_dataset.with_options(task_runner=runner)
+        return on_cluster(
+            config,
+            store_url=store_url,
+            storage_options=storage_options,
+            dask_address=address,
+            tracking_uri=tracking_uri,
+            shards=shards,
+            out_dir=out_dir,
+            base_dir=base_dir,
+            skip_invalid=skip_invalid,
+            track=track,
+        )
     url = store_url or cfg.store.url
     options: Mapping[str, Any] = (
         storage_options if storage_options is not None else cfg.store.storage_options

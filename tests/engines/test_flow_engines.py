@@ -59,7 +59,6 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
 ) -> None:
     import s3fs
     from distributed import Client
-    from prefect_dask import DaskTaskRunner
 
     from flows.certify_dataset import certify_dataset
 
@@ -68,17 +67,17 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
     options = s3_server.storage_options
     with Client(dask_cluster.address, timeout=60) as client:
         before = sum(client.run(executed_count).values())
-    on_cluster = certify_dataset.with_options(
-        task_runner=DaskTaskRunner(address=dask_cluster.address)
-    )
     with prefect_client_of(prefect_server):
-        outcome = on_cluster(
+        # sample_on_dask: the flow re-runs itself as a subflow with prefect-dask's DaskTaskRunner
+        # on dask_address (what the certseg-cluster deployment sets by parameter).
+        outcome = certify_dataset(
             str(config_file),
             store_url=store_url,
             storage_options=options,
             dask_address=dask_cluster.address,
             out_dir=str(tmp_path / "results"),
             track=False,  # MLflow is exercised by the deployment test below
+            sample_on_dask=True,
         )
     with Client(dask_cluster.address, timeout=60) as client:
         after = sum(client.run(executed_count).values())

@@ -47,3 +47,15 @@ def test_certify_resume_and_recertify(tmp_path_factory: pytest.TempPathFactory) 
     recert_run = read_run(again["run_id"], tracking_uri=uri)
     assert recert_run.tags["recertify"] == "true"
     assert recert_run.params["tau"] == "0.55"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_sample_on_dask_needs_a_scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from flows.certify_dataset import certify_dataset
+
+    root = tmp_path_factory.mktemp("nodask")
+    models = make_models_dir(tmp_path_factory.getbasetemp() / "standins")
+    config_file = write_config(root / "tiny.yaml", tiny_config_dict(models, root / "s.zarr"))
+    with pytest.raises(ValueError, match="sample_on_dask: needs a Dask scheduler address"):
+        certify_dataset(str(config_file), sample_on_dask=True, track=False)
+    assert not (root / "s.zarr").exists()
