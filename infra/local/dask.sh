@@ -2,7 +2,8 @@
 # A Dask distributed cluster on loopback: `dask scheduler` on 127.0.0.1:$CERTSEG_DASK_PORT (default
 # 8786, dashboard on 8787) and `dask worker --nworkers $CERTSEG_DASK_WORKERS --nthreads 1`
 # (default 2 processes), each process with one BLAS/torch thread (OMP_NUM_THREADS=1, from lib.sh).
-# Workers inherit this shell's environment: export the S3 credentials (s3.sh prints them) first
+# Workers inherit this shell's environment: export PREFECT_API_URL (prefect.sh) and the S3
+# credentials (s3.sh prints them) first
 # if stores live on S3, because the workers read the store themselves.
 source "$(dirname "$0")/lib.sh"
 need_bin dask
