@@ -114,6 +114,29 @@ def _num_classes(spec: SegmenterSpec, found: int | None) -> int:
     return found
 
 
+def _wrap(
+    spec: SegmenterSpec,
+    model: nn.Module,
+    *,
+    found_classes: int | None,
+    default_normalization: tuple[Any, Any] | None,
+    output_key: str = "out",
+) -> Segmenter:
+    """Wrap a loaded network: normalization and class count from the spec, defaulted to (or
+    checked against) what the family found in its files."""
+    from certseg.models.segmenter import Segmenter
+
+    mean, std = _normalization(spec, default_normalization)
+    return Segmenter(
+        model,
+        num_classes=_num_classes(spec, found_classes),
+        mean=mean,
+        std=std,
+        name=spec.label,
+        output_key=output_key,
+    )
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     """A state dict from `.safetensors` or a torch pickle read with weights_only=True."""
     import torch
@@ -139,17 +162,14 @@ class CompactFamily:
     @staticmethod
     def build(spec: SegmenterSpec) -> Segmenter:
         from certseg.models.compact import load_compact_segmenter, read_compact_config
-        from certseg.models.segmenter import Segmenter
 
         folder = spec.require_path()
         config = read_compact_config(folder)
-        mean, std = _normalization(spec, (config.mean, config.std))
-        return Segmenter(
+        return _wrap(
+            spec,
             load_compact_segmenter(folder),
-            num_classes=_num_classes(spec, config.num_classes),
-            mean=mean,
-            std=std,
-            name=spec.label,
+            found_classes=config.num_classes,
+            default_normalization=(config.mean, config.std),
         )
 
 
@@ -163,20 +183,16 @@ class ModuleFamily:
     def build(spec: SegmenterSpec) -> Segmenter:
         from torch import nn
 
-        from certseg.models.segmenter import Segmenter
-
         module = spec.options.get("module")
         if not isinstance(module, nn.Module):
             raise ValueError('SegmenterSpec.options["module"] must be a torch nn.Module')
         if spec.path is not None:
             module.load_state_dict(load_state_dict_file(spec.require_path()), strict=True)
-        mean, std = _normalization(spec, None)
-        return Segmenter(
+        return _wrap(
+            spec,
             module,
-            num_classes=_num_classes(spec, None),
-            mean=mean,
-            std=std,
-            name=spec.label,
+            found_classes=None,
+            default_normalization=None,
             output_key=str(spec.options.get("output_key", "out")),
         )
 
@@ -191,7 +207,7 @@ class TorchScriptFamily:
     def build(spec: SegmenterSpec) -> Segmenter:
         import torch
 
-        from certseg.models.segmenter import ExportedModule, Segmenter
+        from certseg.models.segmenter import ExportedModule
 
         path = spec.require_path()
         model: nn.Module
@@ -201,13 +217,11 @@ class TorchScriptFamily:
             model = torch.jit.load(  # type: ignore[no-untyped-call]
                 str(path), map_location="cpu"
             )
-        mean, std = _normalization(spec, None)
-        return Segmenter(
+        return _wrap(
+            spec,
             model,
-            num_classes=_num_classes(spec, None),
-            mean=mean,
-            std=std,
-            name=spec.label,
+            found_classes=None,
+            default_normalization=None,
             output_key=str(spec.options.get("output_key", "out")),
         )
 
@@ -227,7 +241,6 @@ class SegformerFamily:
             raise ValueError(
                 "family 'segformer' needs transformers (pip install 'certseg[hf]')"
             ) from error
-        from certseg.models.segmenter import Segmenter
 
         folder = spec.require_path()
         model = SegformerForSemanticSegmentation.from_pretrained(str(folder), local_files_only=True)
@@ -237,17 +250,10 @@ class SegformerFamily:
             payload = json.loads(preprocessor.read_text())
             if "image_mean" in payload and "image_std" in payload:
                 default = (payload["image_mean"], payload["image_std"])
-        mean, std = _normalization(spec, default)
         num_labels = model.config.num_labels
         if not isinstance(num_labels, int):
             raise ValueError(f"{folder}/config.json has no integer num_labels")
-        return Segmenter(
-            model,
-            num_classes=_num_classes(spec, num_labels),
-            mean=mean,
-            std=std,
-            name=spec.label,
-        )
+        return _wrap(spec, model, found_classes=num_labels, default_normalization=default)
 
 
 SEGMENTER_FAMILIES: dict[str, Any] = {
