@@ -29,6 +29,7 @@ from certseg.stats import (
     ABSTAIN,
     certify_pixels,
     count_agreement,
+    holm_reject,
     lower_bound_table,
     pixel_radii,
     pvalue_table,
@@ -66,18 +67,13 @@ def measure(call: Callable[[], T], repeats: int) -> tuple[Timing, T]:
 def naive_certify_holm(
     labels: np.ndarray, counts: np.ndarray, n: int, alpha: float, tau: float
 ) -> np.ndarray:
-    """Reference: scipy p-value per pixel, argsort, Holm step-down. Returns (H, W) int32 labels."""
-    pvalues = stats.binom.sf(counts.ravel() - 1, n, tau)
-    m = pvalues.size
-    order = np.argsort(pvalues, kind="stable")
-    passed = pvalues[order] <= alpha / np.arange(m, 0, -1)
-    failures = np.flatnonzero(~passed)
-    n_rejected = int(failures[0]) if failures.size else m
-    certified = np.zeros(m, dtype=bool)
-    certified[order[:n_rejected]] = True
-    out = labels.astype(np.int32).ravel()
+    """Reference: scipy p-value per pixel, then Holm's step-down by an argsort over the pixels
+    (`holm_reject`, the sort-based form). Returns (H, W) int32 labels."""
+    pvalues = stats.binom.sf(counts - 1, n, tau)
+    certified = holm_reject(pvalues, alpha)
+    out = labels.astype(np.int32)
     out[~certified] = ABSTAIN
-    return out.reshape(labels.shape)
+    return out
 
 
 def synthetic_counts(
