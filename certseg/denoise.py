@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from certseg.errors import ModelFileError, loader_reason
+from certseg.errors import ModelFileError, NonFiniteOutputError, loader_reason
 from certseg.noise import (
     RESIZE_MODES,
     TIMESTEP_RULES,
@@ -172,7 +172,14 @@ class DiffusionDenoiser:
             raise ValueError(
                 f"unet output has {out.shape[1]} channels; expected {channels} or {2 * channels}"
             )
-        return out.float()
+        out = out.float()
+        if not bool(torch.isfinite(out).all()):
+            bad = (~torch.isfinite(out)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+            raise NonFiniteOutputError(
+                f"the UNet output at timestep {t} is not finite for batch items {bad}",
+                items=tuple(int(i) for i in bad),
+            )
+        return out
 
     def predict(self, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x̂₀, ε̂) at timestep t from the model output, per the scheduler's prediction type.
@@ -191,7 +198,8 @@ class DiffusionDenoiser:
     def denoise(self, noisy: torch.Tensor, sigma: float) -> torch.Tensor:
         """Denoise a batch: (B, C, H, W) x̃ in [0, 1] units (noise std σ, unclipped) → (B, C, H, W)
         x̂ in [0, 1] units, float32, on the input's device. Gradient-free; works under
-        torch.inference_mode.
+        torch.inference_mode. NonFiniteOutputError (with the batch items) when the UNet output
+        holds a NaN or ±inf at any step (checked before the clamp, which would hide an inf).
         """
         import torch
 

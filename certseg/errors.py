@@ -1,6 +1,6 @@
-"""certseg's errors about models: a model file it will not load.
+"""certseg's errors about models: a model file it will not load, a model output it will not use.
 
-It derives from ValueError: they are permanent (the same file or model fails the same way on
+Both derive from ValueError: they are permanent (the same file or model fails the same way on
 every try), so the flows never retry them (tasks/certify.py retries OSError / RuntimeError only).
 """
 
@@ -10,6 +10,18 @@ from __future__ import annotations
 class ModelFileError(ValueError):
     """A model file or folder is missing, unreadable, or holds more than data (pickled objects,
     code strings, native libraries); the message names the path and what was expected."""
+
+
+class NonFiniteOutputError(ValueError):
+    """A model returned NaN or ±inf: nothing from that batch is kept, stored or certified.
+
+    The message names the model, σ, the image and the sample indices. `items`: the positions in
+    the batch whose output was not finite (empty when unknown, e.g. after pickling).
+    """
+
+    def __init__(self, message: str, items: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.items = tuple(items)
 
 
 def loader_reason(error: BaseException) -> str:

@@ -323,3 +323,23 @@ def test_ddim_scheduler_folder_loads(tmp_path: Path) -> None:
     loaded = load_denoiser(tmp_path)
     assert type(loaded.scheduler).__name__ == "DDIMScheduler"
     np.testing.assert_allclose(loaded.alphas_cumprod, ddpm().alphas_cumprod.double().numpy())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_unet_output_is_refused(value: float) -> None:
+    """Before, an inf ε̂ became a clipped plain image and NaN went on to the segmenters."""
+    from certseg.errors import NonFiniteOutputError
+
+    class Poison(torch.nn.Module):
+        config = tiny_unet().config
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros_like(x)
+            out[0, 0, 0, 0] = value
+            return out
+
+    for num_steps in (1, 3):
+        denoiser = DiffusionDenoiser(Poison(), ddpm(), num_steps=num_steps)
+        with pytest.raises(NonFiniteOutputError, match=r"timestep \d+ is not finite") as caught:
+            denoiser.denoise(noisy_batch(0.25, batch=3), 0.25)
+        assert caught.value.items == (0,)
