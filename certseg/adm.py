@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from certseg.errors import ModelFileError
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -371,21 +373,17 @@ def build_adm_scheduler(flags: ADMFlags) -> Any:
 
 
 def read_adm_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """An ADM checkpoint's state dict: a torch `.pt` read with weights_only=True, or safetensors."""
+    """An ADM checkpoint's state dict: a torch `.pt` read with weights_only=True (tensors only,
+    never a pickled object), or safetensors. ModelFileError naming the file otherwise."""
     import torch
 
-    source = Path(path)
-    if not source.is_file():
-        raise ValueError(f"ADM checkpoint {source} does not exist")
-    if source.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from certseg.models.registry import read_tensor_file
 
-        return load_file(str(source))
-    state = torch.load(str(source), map_location="cpu", weights_only=True)
+    state = read_tensor_file(path, "ADM checkpoint")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{source} does not hold a state dict of tensors")
+        raise ModelFileError(f"ADM checkpoint {path} does not hold a state dict of tensors")
     return state
 
 
@@ -395,8 +393,8 @@ def load_adm_checkpoint(path: str | Path, flags: ADMFlags = ADM_256_UNCOND) -> t
     flags: the architecture/diffusion flags the checkpoint was trained with (default: the
     256×256 unconditional model). Raises ValueError when the checkpoint and flags disagree.
     """
-    unet = build_adm_unet(flags)
-    converted = convert_adm_state_dict(read_adm_state_dict(path), flags)
+    converted = convert_adm_state_dict(read_adm_state_dict(path), flags)  # the file first:
+    unet = build_adm_unet(flags)  # a refused file costs no UNet allocation
     expected = unet.state_dict()
     missing = sorted(set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))

@@ -364,13 +364,25 @@ def _default_sampler() -> Sampler:
     return sample_class_maps
 
 
-def predict_clean(segmenter: Any, image: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """(H, W) argmax of a segmenter on the clean (3, H, W) [0, 1] image (no noise)."""
+def predict_clean(
+    segmenter: Any, image: np.ndarray, device: str = "cpu", *, image_key: str = "?"
+) -> np.ndarray:
+    """(H, W) argmax of a segmenter on the clean (3, H, W) [0, 1] image (no noise).
+
+    NonFiniteOutputError (naming the segmenter and image_key) when the logits hold NaN or inf.
+    """
     import torch
+
+    from certseg.sampling import check_finite
 
     with torch.inference_mode():
         batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
         logits = segmenter(batch)
+        check_finite(
+            logits,
+            model=f"segmenter {getattr(segmenter, 'name', type(segmenter).__name__)!r}",
+            where=f"the clean image {image_key!r} (no noise)",
+        )
         prediction: np.ndarray = logits.argmax(dim=1)[0].cpu().numpy()
     return prediction
 
@@ -412,7 +424,9 @@ def sample_shard(
         for name in config.used_segmenters():
             if not store.clean_done(name, image):
                 example = example or dataset.load(positions[image_id])
-                prediction = predict_clean(models.segmenters[name], example.image, models.device)
+                prediction = predict_clean(
+                    models.segmenters[name], example.image, models.device, image_key=image_id
+                )
                 store.write_clean(name, image, prediction)
         for sigma in config.sigmas:
             stats = per_sigma.setdefault(sigma_key(sigma), {"samples": 0.0, "seconds": 0.0})

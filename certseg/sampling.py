@@ -12,16 +12,21 @@ compact segmenter: |Δlogit| ≤ 7.5e-8 between batch 32 and batch 1, same argma
 could then differ only at an exact near-tie. The certificate stays valid either way: eval-mode
 networks compute each sample from its own input only (the kernel path may depend on the batch
 layout, which the indices and batch_size fix), so samples stay independent.
+
+Non-finite outputs: a batch whose denoiser output or logits hold a NaN or ±inf fails with
+NonFiniteOutputError (naming the model, σ, image, phase and samples) before anything of it is
+returned, so it is never stored or certified (the argmax of NaN logits would be a class).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from certseg.errors import NonFiniteOutputError
 from certseg.noise import PHASES, sample_noise
 
 if TYPE_CHECKING:
@@ -60,6 +65,29 @@ def bf16_supported(device: str | torch.device) -> bool:
         return bool(out.dtype == torch.bfloat16 and float(out[0, 0]) == 4.0)
     except RuntimeError:
         return False
+
+
+def check_finite(
+    values: torch.Tensor, *, model: str, where: str, indices: Sequence[int] | None = None
+) -> None:
+    """NonFiniteOutputError unless every value of the (B, ...) batch is finite.
+
+    One reduction on the success path; the failing batch items are located only on failure.
+    model: who produced the values (e.g. "segmenter 'clean'"); where: the batch's context (σ,
+    image, phase); indices: the sample index of each batch item, named in the message.
+    """
+    import torch
+
+    if bool(torch.isfinite(values).all()):
+        return
+    bad = (~torch.isfinite(values)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+    items = tuple(int(i) for i in bad)
+    samples = "" if indices is None else f", samples {[int(indices[i]) for i in items]}"
+    raise NonFiniteOutputError(
+        f"{model} returned non-finite values (NaN or inf) at {where}{samples}: the batch is "
+        "refused, nothing of it is stored or certified",
+        items=items,
+    )
 
 
 @contextlib.contextmanager
@@ -115,6 +143,8 @@ def sample_class_maps(
     torch.bfloat16 (see `bf16_supported`) for the denoiser and segmenters; the noise and x̃ are
     float32. num_threads: torch intra-op threads for this call (restored afterwards).
     Returns name → (count, H, W) uint8 (uint16 past 255 classes) on the CPU.
+    NonFiniteOutputError when the denoiser's output or a segmenter's logits are not all finite
+    (the message names the model, σ, image, phase and sample indices).
     """
     import torch
 
@@ -154,11 +184,40 @@ def sample_class_maps(
                 ]
             ).to(target)
             noisy = clean.unsqueeze(0) + sigma * noise
+            where = f"sigma={sigma}, image {image_key!r}, phase {phase!r}"
             with _autocast(target, autocast_dtype):
-                inputs = noisy if denoiser is None else denoiser.denoise(noisy, sigma)
+                if denoiser is None:
+                    inputs = noisy
+                else:
+                    inputs = _denoise(denoiser, noisy, sigma, where=where, indices=indices)
                 for name, segmenter in segmenters.items():
                     logits = segmenter(inputs.float())
+                    check_finite(logits, model=f"segmenter {name!r}", where=where, indices=indices)
                     labels = logits.float().argmax(dim=1)
                     block = outputs[name][offset : offset + len(indices)]
                     block[...] = labels.cpu().numpy().astype(block.dtype)
     return outputs
+
+
+def _denoise(
+    denoiser: DiffusionDenoiser,
+    noisy: torch.Tensor,
+    sigma: float,
+    *,
+    where: str,
+    indices: Sequence[int],
+) -> torch.Tensor:
+    """The denoised batch; a non-finite UNet output (caught inside the denoiser, before its
+    clamp would hide an inf) or output fails with the batch's sample indices."""
+    label = "denoiser" if denoiser.path is None else f"denoiser {str(denoiser.path)!r}"
+    try:
+        denoised = denoiser.denoise(noisy, sigma)
+    except NonFiniteOutputError as error:
+        samples = [int(indices[i]) for i in error.items] if error.items else list(indices)
+        raise NonFiniteOutputError(
+            f"{label} returned non-finite values (NaN or inf) at {where}, samples {samples}: "
+            f"the batch is refused, nothing of it is stored or certified ({error})",
+            items=error.items,
+        ) from error
+    check_finite(denoised, model=label, where=where, indices=indices)
+    return denoised

@@ -37,6 +37,7 @@ class SmoothedSegmenter:
 
     sigma: noise std in [0, 1] image units. seed: base seed of the keyed noise. Samples are drawn
     in blocks of `block` and counted as they come, so memory is O(C · H · W) whatever n is.
+    A model returning NaN or inf fails the call with NonFiniteOutputError (nothing certified).
     """
 
     segmenter: Segmenter
@@ -62,12 +63,12 @@ class SmoothedSegmenter:
             sigma=self.sigma,
             seed=self.seed,
             denoiser=self.denoiser,
-            segmenters={"f": self.segmenter},
+            segmenters={self.segmenter.name: self.segmenter},
             batch_size=self.batch_size,
             device=self.device,
             autocast_dtype=self.autocast_dtype,
         )
-        return np.asarray(maps["f"])
+        return np.asarray(maps[self.segmenter.name])
 
     def _blocks(self, total: int) -> list[tuple[int, int]]:
         if self.block < 1:

@@ -7,6 +7,7 @@ shipped trained denoiser (weights/denoiser/) in test_trained_denoiser_lowers_mse
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -261,3 +262,84 @@ def test_trained_denoiser_lowers_mse(sigma: float, min_factor: float) -> None:
     factor = mse_noisy / mse_denoised
     print(f"sigma={sigma}: MSE noisy {mse_noisy:.5f}, denoised {mse_denoised:.5f}, x{factor:.1f}")
     assert factor >= min_factor
+
+
+def test_load_denoiser_reads_a_bin_unet_with_weights_only(tmp_path: Path) -> None:
+    """A .bin UNet (no safetensors) loads; it goes through torch.load(weights_only=True)."""
+    unet = tiny_unet(seed=6)
+    unet.save_pretrained(tmp_path / "unet", safe_serialization=False)
+    ddpm().save_pretrained(tmp_path / "scheduler")
+    assert not (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    noisy = noisy_batch(0.25)
+    expected = DiffusionDenoiser(unet, ddpm()).denoise(noisy, 0.25)
+    torch.testing.assert_close(load_denoiser(tmp_path).denoise(noisy, 0.25), expected)
+
+
+def test_missing_unet_weights_name_the_safetensors_file(tmp_path: Path) -> None:
+    """Issue 13 item 8: the message named the .bin when the .safetensors was missing, and the
+    OSError was retried by the flows; now a ModelFileError (a ValueError) names the file."""
+    from certseg.errors import ModelFileError
+
+    tiny_unet().save_pretrained(tmp_path / "unet")
+    ddpm().save_pretrained(tmp_path / "scheduler")
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(ModelFileError) as caught:
+        load_denoiser(tmp_path)
+    message = str(caught.value)
+    assert str(tmp_path / "unet" / "diffusion_pytorch_model.safetensors") in message
+    assert isinstance(caught.value, ValueError) and not isinstance(caught.value, OSError)
+    (tmp_path / "unet" / "config.json").unlink()
+    with pytest.raises(ModelFileError, match=r"unet has no config\.json"):
+        load_denoiser(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "class_name",
+    ["EulerDiscreteScheduler", "DPMSolverMultistepScheduler", "UNet2DModel", "DiffusionPipeline"],
+)
+def test_scheduler_class_outside_the_supported_ones_is_refused(
+    tmp_path: Path, class_name: str
+) -> None:
+    from certseg.errors import ModelFileError
+
+    tiny_unet().save_pretrained(tmp_path / "unet")
+    ddpm().save_pretrained(tmp_path / "scheduler")
+    config_file = tmp_path / "scheduler" / "scheduler_config.json"
+    payload = json.loads(config_file.read_text())
+    payload["_class_name"] = class_name
+    config_file.write_text(json.dumps(payload))
+    with pytest.raises(ModelFileError) as caught:
+        load_denoiser(tmp_path)
+    message = str(caught.value)
+    assert str(config_file) in message and repr(class_name) in message
+    assert "DDPMScheduler" in message  # says what is expected
+
+
+def test_ddim_scheduler_folder_loads(tmp_path: Path) -> None:
+    unet = tiny_unet(seed=7)
+    unet.save_pretrained(tmp_path / "unet")
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)
+    scheduler.save_pretrained(tmp_path / "scheduler")
+    loaded = load_denoiser(tmp_path)
+    assert type(loaded.scheduler).__name__ == "DDIMScheduler"
+    np.testing.assert_allclose(loaded.alphas_cumprod, ddpm().alphas_cumprod.double().numpy())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_unet_output_is_refused(value: float) -> None:
+    """Before, an inf ε̂ became a clipped plain image and NaN went on to the segmenters."""
+    from certseg.errors import NonFiniteOutputError
+
+    class Poison(torch.nn.Module):
+        config = tiny_unet().config
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros_like(x)
+            out[0, 0, 0, 0] = value
+            return out
+
+    for num_steps in (1, 3):
+        denoiser = DiffusionDenoiser(Poison(), ddpm(), num_steps=num_steps)
+        with pytest.raises(NonFiniteOutputError, match=r"timestep \d+ is not finite") as caught:
+            denoiser.denoise(noisy_batch(0.25, batch=3), 0.25)
+        assert caught.value.items == (0,)

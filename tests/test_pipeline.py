@@ -12,6 +12,7 @@ from pipeline_fixtures import CountingSampler, make_models_dir, tiny_config_dict
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.config import RunConfig, config_from_dict
 from certseg.pipeline import (
+    Models,
     Shard,
     load_models,
     plan_shards,
@@ -282,3 +283,82 @@ def test_images_of_different_sizes_end_to_end(models_dir: Path, tmp_path: Path) 
 
     metrics = ConfusionAccumulator.from_dict(result.get(0.25, "clean").certified).metrics()
     assert metrics.num_valid == 20 * 24 + 24 * 20 + 16 * 16 - 3
+
+
+def _poisoned(models: Models, name: str, threshold: float | None) -> Models:
+    """`models` with segmenter `name` replaced by one whose logits are NaN where an input
+    value exceeds `threshold` (None: everywhere). A new Models: the cached one stays intact."""
+    import torch
+    from torch import nn
+
+    from certseg.models import Segmenter
+
+    class Poison(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 7, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = self.conv(x)
+            if threshold is None:
+                return torch.full_like(logits, float("nan"))
+            return logits.masked_fill((x > threshold).any(dim=1, keepdim=True), float("nan"))
+
+    poison = Segmenter(Poison(), num_classes=7, mean=(0, 0, 0), std=(1, 1, 1), name=name)
+    return Models(
+        {**models.segmenters, name: poison}, models.denoisers, models.autocast_dtype, models.device
+    )
+
+
+def test_nan_under_noise_fails_the_shard_and_flags_nothing(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """A segmenter finite on the clean image but NaN under noise: sampling fails with the
+    model, σ, image and samples named; no sample block is flagged done (a re-run retries it)."""
+    from certseg.errors import NonFiniteOutputError
+
+    config = _config(models_dir, tmp_path / "s.zarr")
+    models = _poisoned(load_models(config), "clean", threshold=1.0)
+    prepare_store(config, num_classes=7)
+    store = SampleStore.open(str(tmp_path / "s.zarr"))
+    with pytest.raises(NonFiniteOutputError) as caught:
+        sample_shard(config, Shard(0, 0, 1), models=models)
+    image_id = store.image_ids[0]
+    message = str(caught.value)
+    assert "segmenter 'clean'" in message and f"image {image_id!r}" in message
+    assert "sigma=0.25" in message and "phase 'selection'" in message and "samples [" in message
+    assert store.clean_done("clean", 0)  # the clean prediction was finite
+    for sigma in config.sigmas:
+        for group in config.denoiser_groups():
+            for phase in ("selection", "estimation"):
+                assert not store.done_blocks(sigma, group, phase, 0).any()
+
+
+def test_nan_on_the_clean_image_fails_before_anything_is_written(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    from certseg.errors import NonFiniteOutputError
+
+    config = _config(models_dir, tmp_path / "s.zarr")
+    models = _poisoned(load_models(config), "clean", threshold=None)
+    prepare_store(config, num_classes=7)
+    store = SampleStore.open(str(tmp_path / "s.zarr"))
+    with pytest.raises(NonFiniteOutputError, match=r"segmenter 'clean'.*clean image"):
+        sample_shard(config, Shard(0, 0, 1), models=models)
+    assert not store.clean_done("clean", 0)
+    assert not store.done_blocks(0.25, "none", "selection", 0).any()
+
+
+def test_nan_model_fails_the_health_check_and_stores_no_accuracy(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    from certseg.errors import NonFiniteOutputError
+
+    config = _config(models_dir, tmp_path / "s.zarr")
+    models = _poisoned(load_models(config), "clean", threshold=None)
+    prepare_store(config, num_classes=7)
+    with pytest.raises(NonFiniteOutputError, match=r"segmenter 'clean'.*phase 'health'"):
+        run_health_check(config, models=models)
+    store = SampleStore.open(str(tmp_path / "s.zarr"))
+    for sigma in config.sigmas:
+        assert (store.read_health(sigma, "clean")[:, 0] < 0).all()

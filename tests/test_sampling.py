@@ -186,3 +186,96 @@ def test_bf16_autocast_path() -> None:
     assert bf16_supported("meta") is False
     out = run(autocast_dtype=torch.bfloat16, denoiser=tiny_denoiser(), count=4, num_threads=1)
     assert out["conv"].shape == (4, 16, 16)
+
+
+# --- non-finite outputs are refused, never certified (issue 13 item 4) --------------------------
+
+
+class PoisonNet(nn.Module):
+    """Finite conv logits, except: "nan" everywhere, "inf" everywhere, or "partial": NaN at the
+    pixels whose input channel 0 exceeds 2 (only noise pushes a [0, 1] image there)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        torch.manual_seed(3)
+        self.conv = nn.Conv2d(3, 7, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.conv(x)
+        if self.kind == "nan":
+            return torch.full_like(logits, float("nan"))
+        if self.kind == "inf":
+            return logits.masked_fill(x[:, :1] > -10, float("inf"))
+        return logits.masked_fill(x[:, :1] > 2.0, float("nan"))
+
+
+def poison_segmenter(kind: str) -> Segmenter:
+    return Segmenter(PoisonNet(kind), num_classes=7, mean=(0, 0, 0), std=(1, 1, 1), name=kind)
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "partial"])
+def test_non_finite_logits_fail_the_batch(kind: str) -> None:
+    """Before the fix the argmax made NaN logits class 0 (and partly-NaN ones some class): the
+    batch must fail instead, naming the segmenter, σ, the image, the phase and the samples."""
+    from certseg.errors import NonFiniteOutputError
+
+    segmenters = {"fine": conv_segmenter(), kind: poison_segmenter(kind)}
+    with pytest.raises(NonFiniteOutputError) as caught:
+        run(segmenters=segmenters, start=4, count=6, batch_size=6)
+    message = str(caught.value)
+    assert f"segmenter {kind!r}" in message
+    assert f"sigma={SIGMA}" in message and "image 'img-3'" in message
+    assert "phase 'estimation'" in message
+    clean = torch.from_numpy(image())
+    if kind == "partial":  # exactly the samples whose noisy channel 0 exceeds 2 somewhere
+        expected = []
+        for j in range(4, 10):
+            eps = sample_noise((3, 16, 16), seed=42, image_key="img-3", phase="estimation", index=j)
+            if bool((clean[0] + SIGMA * eps[0] > 2.0).any()):
+                expected.append(j)
+        assert 0 < len(expected) < 6, expected  # some samples, not all: the indices matter
+    else:
+        expected = list(range(4, 10))
+    assert f"samples {expected}" in message
+    assert isinstance(caught.value, ValueError)  # permanent: the flows never retry it
+
+
+def test_finite_check_keeps_finite_results_identical() -> None:
+    """The check adds no arithmetic: a finite model's class maps are the per-sample argmax."""
+    out = run(segmenters={"conv": conv_segmenter()}, count=5, batch_size=2)["conv"]
+    clean = torch.from_numpy(image())
+    segmenter = conv_segmenter()
+    for j in range(5):
+        eps = sample_noise((3, 16, 16), seed=42, image_key="img-3", phase="estimation", index=j)
+        with torch.no_grad():
+            expected = segmenter((clean + SIGMA * eps)[None]).argmax(dim=1)[0].numpy()
+        np.testing.assert_array_equal(out[j], expected)
+
+
+class PoisonUNet(nn.Module):
+    """A UNet stand-in returning NaN or +inf for batch items 1 and 3 (the rest: zeros)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+        self.config = type("Config", (), {"in_channels": 3})()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        out[1::2] = self.value
+        return out
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_denoiser_output_fails_the_batch(value: float) -> None:
+    """An inf ε̂ would be clamped to a plain image by the denoiser's clip: it must fail too."""
+    from certseg.errors import NonFiniteOutputError
+
+    denoiser = DiffusionDenoiser(PoisonUNet(value), DDPMScheduler(num_train_timesteps=1000))
+    with pytest.raises(NonFiniteOutputError) as caught:
+        run(denoiser=denoiser, start=10, count=4, batch_size=4, segmenters={"c": conv_segmenter()})
+    message = str(caught.value)
+    assert message.startswith("denoiser returned non-finite values")
+    assert f"sigma={SIGMA}, image 'img-3', phase 'estimation', samples [11, 13]" in message
+    assert "timestep" in message

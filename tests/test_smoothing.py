@@ -107,3 +107,23 @@ def test_bad_sample_counts_raise(shipped: dict[str, object]) -> None:
         smoothed.certify(
             np.zeros((3, 8, 8), np.float32), image_key="x", n0=0, n=5, alpha=0.1, tau=0.6
         )
+
+
+def test_nan_segmenter_is_refused_not_certified() -> None:
+    """Issue 13 item 4: an all-NaN segmenter had every pixel certified as class 0."""
+    import torch
+    from torch import nn
+
+    from certseg.errors import NonFiniteOutputError
+    from certseg.models import Segmenter
+    from certseg.smoothing import SmoothedSegmenter
+
+    class NaNNet(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((x.shape[0], 7, *x.shape[-2:]), float("nan"))
+
+    segmenter = Segmenter(NaNNet(), num_classes=7, mean=(0, 0, 0), std=(1, 1, 1), name="nan")
+    smoothed = SmoothedSegmenter(segmenter, None, sigma=0.25, batch_size=4)
+    image = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    with pytest.raises(NonFiniteOutputError, match=r"segmenter 'nan'.*sigma=0\.25.*image 'x'"):
+        smoothed.certify(image, image_key="x", n0=4, n=20, alpha=0.1, tau=0.75)

@@ -3,8 +3,14 @@
 A `SegmenterSpec` names a family, a local path and the normalization; `build_segmenter(spec)`
 looks the family up in `SEGMENTER_FAMILIES` and returns a `certseg.models.segmenter.Segmenter`
 (eval mode, [0, 1] input, (B, C, H, W) logits at the input size). torch, transformers and the
-network code are imported only when a segmenter is built. Weights load via safetensors or
-torch.load(weights_only=True) only.
+network code are imported only when a segmenter is built.
+
+Trust: a model file is data. Weights load via safetensors or torch.load(weights_only=True);
+TorchScript archives through torch.jit.load (TorchScript code and its restricted unpickler, no
+Python); `.pt2` programs through certseg.models.exported (checked, never torch.export.load);
+SegFormer folders with local files only, weights_only, no remote code. Only the "module" family
+runs Python code, and only code given in Python (options["module"]). A file that fails to load
+raises ModelFileError (a ValueError: never retried) naming it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
+
+from certseg.errors import ModelFileError, loader_reason
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -80,12 +88,15 @@ class SegmenterSpec:
         return self.name or self.family
 
     def require_path(self) -> Path:
-        """The path as a Path; ValueError naming the family when missing or absent on disk."""
+        """The path as a Path; ValueError naming the family when missing (ModelFileError when
+        absent on disk)."""
         if self.path is None:
             raise ValueError(f"SegmenterSpec.path is required for family {self.family!r}")
         path = Path(self.path)
         if not path.exists():
-            raise ValueError(f"SegmenterSpec.path {path} does not exist (family {self.family!r})")
+            raise ModelFileError(
+                f"SegmenterSpec.path {path} does not exist (family {self.family!r})"
+            )
         return path
 
 
@@ -137,20 +148,39 @@ def _wrap(
     )
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from `.safetensors` or a torch pickle read with weights_only=True."""
+def read_tensor_file(path: str | Path, what: str) -> Any:
+    """The content of a `.safetensors` file, or of a torch file read with weights_only=True
+    (tensors and plain containers only: no pickled object is ever built).
+
+    what: the kind of file, for the messages ("weights file", "ADM checkpoint"). ModelFileError
+    naming the file when it is missing or is not such a file.
+    """
     import torch
 
     source = Path(path)
     if not source.is_file():
-        raise ValueError(f"weights file {source} does not exist")
-    if source.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        raise ModelFileError(f"{what} {source} does not exist")
+    try:
+        if source.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(source))
-    state = torch.load(str(source), map_location="cpu", weights_only=True)
+            return load_file(str(source))
+        return torch.load(str(source), map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling refused, not a torch/safetensors file, truncated...
+        raise ModelFileError(
+            f"{what} {source} is not a safetensors file or a tensor-only torch file that "
+            f"torch.load(weights_only=True) accepts ({loader_reason(error)}); certseg never "
+            "unpickles other objects"
+        ) from error
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from `.safetensors` or a torch file read with weights_only=True."""
+    import torch
+
+    state = read_tensor_file(path, "weights file")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{source} does not hold a state dict of tensors")
+        raise ModelFileError(f"{path} does not hold a state dict of tensors")
     return state
 
 
@@ -199,7 +229,11 @@ class ModuleFamily:
 
 class TorchScriptFamily:
     """A TorchScript file (torch.jit.save) or a torch.export program (`.pt2`), returning a
-    tensor or a mapping with options["output_key"] (default "out", as torchvision's models)."""
+    tensor or a mapping with options["output_key"] (default "out", as torchvision's models).
+
+    `.pt2` files are read by certseg.models.exported (never torch.export.load, which unpickles
+    and evaluates parts of the file); TorchScript files by torch.jit.load, whose code is
+    TorchScript and whose pickles are read by TorchScript's own restricted unpickler."""
 
     name: ClassVar[str] = "torchscript"
 
@@ -207,16 +241,24 @@ class TorchScriptFamily:
     def build(spec: SegmenterSpec) -> Segmenter:
         import torch
 
+        from certseg.models.exported import load_exported_module
         from certseg.models.segmenter import ExportedModule
 
         path = spec.require_path()
         model: nn.Module
         if path.suffix == ".pt2":
-            model = ExportedModule(torch.export.load(str(path)).module())
+            model = ExportedModule(load_exported_module(path))
         else:
-            model = torch.jit.load(  # type: ignore[no-untyped-call]
-                str(path), map_location="cpu"
-            )
+            try:
+                model = torch.jit.load(  # type: ignore[no-untyped-call]
+                    str(path), map_location="cpu"
+                )
+            except Exception as error:
+                raise ModelFileError(
+                    f"{path} is not a TorchScript archive that torch.jit.load accepts "
+                    f"({loader_reason(error)}); expected a torch.jit.save file (or a .pt2 "
+                    "torch.export program)"
+                ) from error
         return _wrap(
             spec,
             model,
@@ -243,7 +285,16 @@ class SegformerFamily:
             ) from error
 
         folder = spec.require_path()
-        model = SegformerForSemanticSegmentation.from_pretrained(str(folder), local_files_only=True)
+        try:
+            model = SegformerForSemanticSegmentation.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=False, weights_only=True
+            )
+        except Exception as error:
+            raise ModelFileError(
+                f"SegFormer folder {folder} does not load ({loader_reason(error)}); expected a "
+                "save_pretrained folder: config.json and model.safetensors (or a "
+                "pytorch_model.bin of tensors only, read with weights_only=True)"
+            ) from error
         default: tuple[Any, Any] | None = None
         preprocessor = folder / "preprocessor_config.json"
         if preprocessor.is_file():
