@@ -1,4 +1,4 @@
-"""The `certseg` command line: demo, certify, recertify, report, inspect.
+"""The `certseg` command line: demo, certify, recertify, log, report, inspect.
 
 Every heavy import (torch, prefect, mlflow, zarr, dask) happens inside the command that needs it,
 so `certseg --help` is instant. As the entry point, the CLI (not the library) sets environment
@@ -8,7 +8,9 @@ start-up allowance, no analytics or telemetry, and quiet Prefect logs.
 
 from __future__ import annotations
 
+import logging
 import os
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +66,62 @@ def repo_root() -> Path:
 
 
 def _fail(message: str) -> None:
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
+
+
+class _NoFailureTracebacks(logging.Filter):
+    """Drops Prefect's ERROR records (the failed task/flow state and its traceback): the CLI
+    prints the cause once as an `error:` line instead. --verbose keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+_PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+def _quiet_prefect_failures(verbose: bool) -> None:
+    for name in _PREFECT_RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        for existing in [f for f in logger.filters if isinstance(f, _NoFailureTracebacks)]:
+            logger.removeFilter(existing)
+        if not verbose:
+            logger.addFilter(_NoFailureTracebacks())
+
+
+def _run_flow(call: Any, verbose: bool) -> Any:
+    """Run a flow; a failure becomes one `error:` line (the traceback too with --verbose).
+
+    Permanent errors (ValueError: bad config or input, a refused store; an OSError such as a
+    missing file) print their message; anything else prints its type and message.
+    """
+    from tasks.certify import PERMANENT_OS_ERRORS
+
+    _quiet_prefect_failures(verbose)
+    try:
+        return call()
+    except ValueError as error:
+        if verbose:
+            traceback.print_exc()
+        _fail(str(error))
+    except PERMANENT_OS_ERRORS as error:
+        if verbose:
+            traceback.print_exc()
+        _fail(str(error))
+    except Exception as error:
+        if verbose:
+            traceback.print_exc()
+        hint = "" if verbose else " (run with --verbose for the traceback)"
+        _fail(f"{type(error).__name__}: {error}{hint}")
+    finally:
+        _quiet_prefect_failures(True)
+
+
+def _print_tracking(outcome: dict[str, Any], tracking_uri: str) -> None:
+    if outcome.get("run_id"):
+        note = " — already logged, not logged again" if outcome.get("already_logged") else ""
+        typer.echo(f"MLflow run: {outcome['run_id']} ({tracking_uri}){note}")
 
 
 def _print_table(rows: list[dict[str, Any]], title: str) -> None:
@@ -115,6 +171,7 @@ def _run_certify(
     quiet: bool,
     track: bool,
     title: str,
+    verbose: bool = False,
 ) -> None:
     _set_env_defaults()
     from rich.progress import (
@@ -153,19 +210,20 @@ def _run_certify(
     try:
         with progress:
             set_progress_hook(_ProgressHook(progress, total))
-            outcome = certify_dataset(
-                str(config_path),
-                store_url=store,
-                dask_address=dask_address,
-                tracking_uri=tracking_uri,
-                shards=shards,
-                out_dir=str(out) if out else None,
-                base_dir=str(base_dir) if base_dir else None,
-                skip_invalid=skip_invalid,
-                track=track,
+            outcome = _run_flow(
+                lambda: certify_dataset(
+                    str(config_path),
+                    store_url=store,
+                    dask_address=dask_address,
+                    tracking_uri=tracking_uri,
+                    shards=shards,
+                    out_dir=str(out) if out else None,
+                    base_dir=str(base_dir) if base_dir else None,
+                    skip_invalid=skip_invalid,
+                    track=track,
+                ),
+                verbose,
             )
-    except ValueError as error:
-        _fail(str(error))
     finally:
         set_progress_hook(None)
     _print_table(outcome["rows"], title)
@@ -177,11 +235,15 @@ def _run_certify(
             f"{outcome['sampled_blocks']} blocks sampled, {outcome['skipped_blocks']} resumed)"
         )
         typer.echo(f"results: {outcome['out_dir']}")
-        if outcome["run_id"]:
-            typer.echo(f"MLflow run: {outcome['run_id']} ({tracking_uri or config.tracking.uri})")
+        _print_tracking(outcome, tracking_uri or config.tracking.uri)
+    if outcome.get("tracking_error"):
+        _fail(outcome["tracking_error"])
 
 
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar or trailing notes.")
+VerboseOption = typer.Option(
+    False, "--verbose", "-v", help="On failure, print the tracebacks too (Prefect's and ours)."
+)
 TrackOption = typer.Option(True, "--track/--no-track", help="Log the run to MLflow.")
 
 
@@ -194,6 +256,7 @@ def demo(
     out: Path = typer.Option(Path("certseg-runs/demo-results"), help="Results folder."),
     quiet: bool = QuietOption,
     track: bool = TrackOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Run the embedded benchmark: shipped models, σ ∈ {0.25, 0.5}, n0=10, n=100, τ=0.75."""
     root = repo_root()
@@ -224,6 +287,7 @@ def demo(
         quiet=quiet,
         track=track,
         title="certseg demo: certified segmentation on the embedded synthetic benchmark",
+        verbose=verbose,
     )
 
 
@@ -240,6 +304,7 @@ def certify(
     out: Path | None = typer.Option(None, help="Results folder."),
     quiet: bool = QuietOption,
     track: bool = TrackOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Certify a dataset as CONFIG describes; re-running the same config resumes."""
     _run_certify(
@@ -254,6 +319,7 @@ def certify(
         quiet=quiet,
         track=track,
         title=f"certseg certify {config}",
+        verbose=verbose,
     )
 
 
@@ -269,16 +335,21 @@ def recertify(
     out: Path | None = typer.Option(None, help="Results folder."),
     quiet: bool = QuietOption,
     track: bool = TrackOption,
+    verbose: bool = VerboseOption,
 ) -> None:
-    """Certify the stored samples again with new α, τ, correction or a smaller n (no sampling)."""
+    """Certify the stored samples again with new α, τ, correction or a smaller n (no sampling).
+
+    The guarantee holds only for α, τ, correction and n chosen before looking at results:
+    trying several and reporting the best voids it (a new choice is a new experiment).
+    """
     if correction is not None and correction not in ("holm", "bonferroni"):
         _fail(f"--correction must be holm or bonferroni, got {correction!r}")
     _set_env_defaults()
     from flows.recertify import recertify as recertify_flow_typed
 
     recertify_flow: Any = recertify_flow_typed
-    try:
-        outcome = recertify_flow(
+    outcome = _run_flow(
+        lambda: recertify_flow(
             store,
             alpha=alpha,
             tau=tau,
@@ -288,14 +359,37 @@ def recertify(
             tracking_uri=tracking_uri,
             out_dir=str(out) if out else None,
             track=track,
-        )
-    except ValueError as error:
-        _fail(str(error))
+        ),
+        verbose,
+    )
     _print_table(outcome["rows"], f"certseg recertify {store}")
     if not quiet:
         typer.echo(f"results: {outcome['out_dir']}")
-        if outcome["run_id"]:
-            typer.echo(f"MLflow run: {outcome['run_id']}")
+        _print_tracking(outcome, tracking_uri or "the store's tracking URI")
+    if outcome.get("tracking_error"):
+        _fail(outcome["tracking_error"])
+
+
+@app.command(name="log")
+def log_results(
+    results: Path = typer.Argument(..., help="A results folder written by certify/recertify."),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow tracking URI (default: the one the run was meant for)."
+    ),
+) -> None:
+    """Log a results folder to MLflow (after tracking failed, or to another tracking store).
+
+    Logging the same results twice finds the first run instead of adding a duplicate.
+    """
+    _set_env_defaults()
+    from certseg.tracking import relog_results
+
+    try:
+        record = relog_results(results, tracking_uri=tracking_uri)
+    except ValueError as error:
+        _fail(str(error))
+    note = " — already logged, not logged again" if record.already_logged else ""
+    typer.echo(f"MLflow run: {record.run_id} ({record.tracking_uri}){note}")
 
 
 @app.command()

@@ -256,12 +256,15 @@ def prepare_store(
     num_classes: int,
     store_url: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    models: Models | None = None,
 ) -> PreparedStore:
     """Validate the dataset, then create (or reopen, on resume) the store from its template.
 
     num_classes: the segmenters' class count; the dataset must match it. The dataset is validated
     before anything is written (a failing file is named; an existing store is left untouched).
-    A store written under another config_id raises StoreMismatchError.
+    models: when given, each segmenter is run once on the first image (`probe_segmenters`)
+    before the store is touched. A store written under another config_id raises
+    StoreMismatchError.
     """
     from certseg.data.registry import validate_dataset
 
@@ -270,6 +273,8 @@ def prepare_store(
     dataset = open_run_dataset(config)
     report = validate_dataset(dataset, num_classes=num_classes)
     dataset = report.dataset
+    if models is not None:
+        probe_segmenters(models, dataset)
     health = open_health_dataset(config)
     health_ids: tuple[str, ...] = ()
     health_sha = ""
@@ -319,6 +324,31 @@ def prepare_store(
         created=not existed,
         skipped=tuple(report.skipped),
     )
+
+
+class ModelProbeError(ValueError):
+    """A model failed on a real dataset image before any sampling (wrong class count, input
+    size the model cannot take, ...); the message names the model and the image."""
+
+
+def probe_segmenters(models: Models, dataset: SegmentationDataset) -> None:
+    """Run every segmenter once on the first (clean) image at its real size.
+
+    Catches, before the store is created, what would otherwise fail in the middle of sampling:
+    a class count other than the declared one, an input size the model cannot take. Raises
+    ModelProbeError naming the segmenter, the image and the cause.
+    """
+    example = dataset.load(0)
+    height, width = example.target.shape
+    for name, segmenter in models.segmenters.items():
+        try:
+            predict_clean(segmenter, example.image, models.device)
+        except Exception as error:
+            raise ModelProbeError(
+                f"segmenter {name!r} failed on dataset image {example.image_id!r} "
+                f"({height}×{width}, the size it will be sampled at): "
+                f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+            ) from error
 
 
 def _exists(url: str, options: Mapping[str, Any]) -> bool:
@@ -601,11 +631,18 @@ def read_health_results(store: SampleStore, config: RunConfig) -> list[HealthRes
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """A finished certification: the results rows, the output folder and the MLflow run id."""
+    """A finished certification: the results rows, the output folder and the MLflow run id.
+
+    already_logged: the same run (config, store, α, τ, correction, n) was logged before and was
+    not logged again. tracking_error: why tracking failed (the results folder is complete and
+    `certseg log <out_dir>` logs it later); None when tracking worked or was off.
+    """
 
     rows: list[dict[str, Any]]
     out_dir: str
     run_id: str | None
+    already_logged: bool = False
+    tracking_error: str | None = None
 
 
 def sampling_rates(reports: Sequence[ShardReport]) -> dict[str, float]:
@@ -617,6 +654,10 @@ def sampling_rates(reports: Sequence[ShardReport]) -> dict[str, float]:
             pair[0] += stats["samples"]
             pair[1] += stats["seconds"]
     return {key: s / t for key, (s, t) in totals.items() if t > 0}
+
+
+_UNKEYED = frozenset({"samples_per_second"})
+"""Row fields that differ between a fresh and a resumed run of the same results (not keyed)."""
 
 
 def finalize_run(
@@ -673,41 +714,85 @@ def finalize_run(
     skipped_json = folder / "skipped_files.json"
     if skipped:  # skip_invalid dropped these (file, reason) before sampling
         skipped_json.write_text(json.dumps(skipped, indent=1) + "\n")
-    run_id = None
-    if track:
-        from certseg.tracking import log_run
+    if not track:
+        return RunOutcome(rows=rows, out_dir=str(folder), run_id=None)
+    from certseg.tracking import TRACKING_FILE, TrackingError, file_sha256, log_run, run_key
 
-        tags = {
-            "config_id": config.config_id,
-            "code_version": code_version(),
-            "store_code_version": str(store.attrs.get("code_version", "")),
-            "dataset_manifest_sha256": str(store.attrs.get("dataset_manifest_sha256", "")),
-            "health_manifest_sha256": str(store.attrs.get("health_manifest_sha256", "")),
-            "store_url": url,
-            "certify.alpha": str(params.alpha),
-            "certify.tau": str(params.tau),
-            "certify.correction": params.correction,
-            "certify.n": str(params.n),
-            "dataset_skipped_files": str(len(skipped)),
-            **dict(extra_tags or {}),
-        }
-        artifacts = [parquet, csv_path, table, config_copy]
-        if skipped:
-            artifacts.append(skipped_json)
-        if config_file is not None and Path(config_file).is_file():
-            original = folder / "config.original.yaml"
-            original.write_bytes(Path(config_file).read_bytes())
-            artifacts.append(original)
-        record = log_run(
-            tracking_uri=tracking_uri or config.tracking.uri,
-            experiment=config.tracking.experiment,
-            run_name=run_name or config.name,
-            params=config.flat_params(),
+    uri = tracking_uri or config.tracking.uri
+    tags = {
+        "config_id": config.config_id,
+        "code_version": code_version(),
+        "store_code_version": str(store.attrs.get("code_version", "")),
+        "dataset_manifest_sha256": str(store.attrs.get("dataset_manifest_sha256", "")),
+        "health_manifest_sha256": str(store.attrs.get("health_manifest_sha256", "")),
+        "store_url": url,
+        "certify.alpha": str(params.alpha),
+        "certify.tau": str(params.tau),
+        "certify.correction": params.correction,
+        "certify.n": str(params.n),
+        "dataset_skipped_files": str(len(skipped)),
+        **{
+            f"model_sha256/{label}": file_sha256(path)
+            for label, path in sorted(model_files(config).items())
+        },
+        **dict(extra_tags or {}),
+    }
+    artifacts = [parquet, csv_path, table, config_copy]
+    if skipped:
+        artifacts.append(skipped_json)
+    if config_file is not None and Path(config_file).is_file():
+        original = folder / "config.original.yaml"
+        original.write_bytes(Path(config_file).read_bytes())
+        artifacts.append(original)
+    key = run_key(
+        config_id=config.config_id,
+        store_url=url,
+        store_config_id=str(store.attrs.get("config_id", "")),
+        alpha=params.alpha,
+        tau=params.tau,
+        correction=params.correction,
+        n=params.n,
+        extra=dict(extra_tags or {}),
+        results=[{k: v for k, v in row.items() if k not in _UNKEYED} for row in rows],
+    )
+    experiment, name = config.tracking.experiment, run_name or config.name
+    flat_params = config.flat_params()
+    record: dict[str, Any] = {
+        "tracking_uri": uri,
+        "experiment": experiment,
+        "run_name": name,
+        "key": key,
+        "params": flat_params,
+        "tags": tags,
+        "artifacts": [path.name for path in artifacts],
+        "artifact_dirs": {"plots": "plots"},
+    }
+    (folder / TRACKING_FILE).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    try:
+        logged = log_run(
+            tracking_uri=uri,
+            experiment=experiment,
+            run_name=name,
+            params=flat_params,
             tags=tags,
             rows=rows,
             artifacts=artifacts,
             artifact_dirs={"plots": folder / "plots"},
-            model_files=model_files(config),
+            key=key,
         )
-        run_id = record.run_id
-    return RunOutcome(rows=rows, out_dir=str(folder), run_id=run_id)
+    except TrackingError as error:
+        return RunOutcome(
+            rows=rows,
+            out_dir=str(folder),
+            run_id=None,
+            tracking_error=(
+                f"{error}. The results are complete in {folder}; log them later with "
+                f"`certseg log {folder} --tracking-uri <uri>`"
+            ),
+        )
+    return RunOutcome(
+        rows=rows,
+        out_dir=str(folder),
+        run_id=logged.run_id,
+        already_logged=logged.already_logged,
+    )

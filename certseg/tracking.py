@@ -5,14 +5,25 @@ sha256, each model file's sha256, the store URL), metrics per σ and variant, an
 (results.parquet and .csv, plots, the config file). The tracking URI is always passed in (default
 `sqlite:///mlruns.db` in the working directory; MLflow 3.17 refuses a ./mlruns file store); with a
 sqlite URI, artifacts go to an `mlartifacts/` folder beside the database file.
+
+Robustness: `prepare_tracking_store` is called before any sampling, so a broken or unreachable
+tracking store fails fast. A new sqlite database is built under a temporary name and linked into
+place only when complete, so a kill -9 or a second process during its creation never leaves a
+half-made database behind. Every failure to track raises `TrackingError` (a ValueError: never
+retried) with a message saying what to do. A run is keyed (`certseg.run_key`): logging the same
+key again returns the finished run instead of a duplicate, and continues an interrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import json
 import math
+import os
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +63,17 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+RUN_KEY_TAG = "certseg.run_key"
+"""Tag holding a run's identity: the same key is logged once (see `log_run`)."""
+
+TRACKING_FILE = "tracking.json"
+"""What `finalize_run` would log, written to the results folder first (`certseg log` re-logs it)."""
+
+
+class TrackingError(ValueError):
+    """The tracking store could not be used; the message names it and what to do next."""
+
+
 def metric_key(metric: str, sigma: float, variant: str) -> str:
     """MLflow metric name of one (metric, σ, variant), e.g. certified_accuracy/sigma_0.25/clean."""
     return f"{metric}/sigma_{sigma:g}/{variant}"
@@ -62,6 +84,67 @@ def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
         return None
     database = Path(tracking_uri[len("sqlite:///") :])
     return (database.resolve().parent / "mlartifacts" / experiment).as_uri()
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///") :])
+
+
+def prepare_tracking_store(tracking_uri: str) -> None:
+    """Make sure the tracking store can be used, before a run spends any time sampling.
+
+    A missing sqlite database is created whole: MLflow's tables are made in a temporary file
+    beside it, which is then hard-linked to the final name (atomic, and it never replaces an
+    existing file), so a killed creator leaves no half-made database and two first users end
+    with one. Any store is then opened once. Raises TrackingError naming the URI and the cause.
+    """
+    path = _sqlite_path(tracking_uri)
+    if path is not None and not path.exists():
+        _create_sqlite_store(path)
+    try:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    except Exception as error:
+        hint = ""
+        if path is not None:
+            hint = (
+                f" If {path} was left half-made by an interrupted run, move it aside (e.g. "
+                f"`mv {path} {path}.broken`) and run again: a new database is created whole."
+            )
+        raise TrackingError(
+            f"MLflow tracking store {tracking_uri!r} cannot be used: "
+            f"{type(error).__name__}: {_first_line(error)}.{hint} "
+            "Or pass another --tracking-uri, or --no-track."
+        ) from error
+
+
+def _create_sqlite_store(path: Path) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    artifact_root = (path.resolve().parent / "mlartifacts").as_uri()
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{partial}", artifact_root)  # type: ignore[no-untyped-call]
+        store.engine.dispose()
+        with contextlib.suppress(FileExistsError):  # another creator won: use theirs
+            os.link(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+def run_key(**identity: Any) -> str:
+    """sha256 of the canonical JSON of what identifies a logged run (config_id, α, τ, ...)."""
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _experiment_id(client: Any, tracking_uri: str, experiment: str) -> str:
@@ -77,11 +160,15 @@ def _experiment_id(client: Any, tracking_uri: str, experiment: str) -> str:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """What was logged: the run id, its experiment and the tracking URI."""
+    """What was logged: the run id, its experiment and the tracking URI.
+
+    already_logged: a finished run with the same run key existed; nothing new was logged.
+    """
 
     run_id: str
     experiment_id: str
     tracking_uri: str
+    already_logged: bool = False
 
 
 def log_run(
@@ -95,26 +182,76 @@ def log_run(
     artifacts: Sequence[Path] = (),
     artifact_dirs: Mapping[str, Path] | None = None,
     model_files: Mapping[str, Path] | None = None,
+    key: str | None = None,
 ) -> RunRecord:
-    """Create one MLflow run and log everything; returns its id.
+    """Log one MLflow run (or find it logged already); returns its id.
 
     params: flattened config (values truncated to MLflow's 6000 characters). tags: lineage tags;
     model_files: label → file, logged as tags `model_sha256/<label>`. rows: results rows (see
     certseg.report.build_rows); each METRICS key becomes a metric per (σ, variant); a flagged
     health check adds the tag `health_flagged/sigma_<σ>/<variant>` = "true". artifacts: files
     logged at the artifact root; artifact_dirs: artifact path → local folder.
+    key: the run's identity (tag `certseg.run_key`). A FINISHED run with the same key is returned
+    as it is (already_logged=True; no duplicate run); an unfinished one (a killed run) is logged
+    into again and finished. Any failure raises TrackingError.
     """
+    try:
+        return _log_run(
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            run_name=run_name,
+            params=params,
+            tags=tags,
+            rows=rows,
+            artifacts=artifacts,
+            artifact_dirs=artifact_dirs or {},
+            model_files=model_files or {},
+            key=key,
+        )
+    except TrackingError:
+        raise
+    except Exception as error:
+        raise TrackingError(
+            f"logging to the MLflow tracking store {tracking_uri!r} failed: "
+            f"{type(error).__name__}: {_first_line(error)}"
+        ) from error
+
+
+def _log_run(
+    *,
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, str],
+    tags: Mapping[str, str],
+    rows: Sequence[Mapping[str, Any]],
+    artifacts: Sequence[Path],
+    artifact_dirs: Mapping[str, Path],
+    model_files: Mapping[str, Path],
+    key: str | None,
+) -> RunRecord:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
+    prepare_tracking_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = _experiment_id(client, tracking_uri, experiment)
-    run = client.create_run(experiment_id, run_name=run_name)
-    run_id = run.info.run_id
+    present: dict[str, str] = {}
+    found = _find_run(client, experiment_id, key) if key else None
+    if found is not None and found.info.status == "FINISHED":
+        return RunRecord(found.info.run_id, experiment_id, tracking_uri, already_logged=True)
+    if found is not None:  # an interrupted earlier try: finish it instead of adding a run
+        run_id = str(found.info.run_id)
+        present = dict(found.data.params)
+        client.update_run(run_id, status="RUNNING")
+    else:
+        run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
     status = "FAILED"
     try:
         all_tags = dict(tags)
-        for label, path in sorted((model_files or {}).items()):
+        if key:
+            all_tags[RUN_KEY_TAG] = key
+        for label, path in sorted(model_files.items()):
             all_tags[f"model_sha256/{label}"] = file_sha256(path)
         flagged = []
         metrics = []
@@ -122,13 +259,15 @@ def log_run(
             for name in METRICS:
                 value = row.get(name)
                 if isinstance(value, int | float) and not math.isnan(float(value)):
-                    key = metric_key(name, row["sigma"], row["variant"])
-                    metrics.append(Metric(key, float(value), 0, 0))
+                    metric = metric_key(name, row["sigma"], row["variant"])
+                    metrics.append(Metric(metric, float(value), 0, 0))
             if row.get("health_flagged"):
                 flagged.append(f"sigma_{row['sigma']:g}/{row['variant']}")
                 all_tags[f"health_flagged/sigma_{row['sigma']:g}/{row['variant']}"] = "true"
         all_tags["health_flagged"] = ",".join(flagged) if flagged else "none"
-        param_list = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        param_list = [
+            Param(k, str(v)[:6000]) for k, v in sorted(params.items()) if k not in present
+        ]
         tag_list = [RunTag(k, str(v)[:5000]) for k, v in sorted(all_tags.items())]
         for start in range(0, len(param_list), 100):
             client.log_batch(run_id, params=param_list[start : start + 100])
@@ -138,12 +277,57 @@ def log_run(
             client.log_batch(run_id, metrics=metrics[start : start + 500])
         for path in artifacts:
             client.log_artifact(run_id, str(path))
-        for name, folder in (artifact_dirs or {}).items():
+        for name, folder in artifact_dirs.items():
             client.log_artifacts(run_id, str(folder), artifact_path=name)
         status = "FINISHED"
     finally:
         client.set_terminated(run_id, status=status)
     return RunRecord(run_id=run_id, experiment_id=experiment_id, tracking_uri=tracking_uri)
+
+
+def _find_run(client: Any, experiment_id: str, key: str) -> Any:
+    """The newest run of the experiment tagged with this run key (None if there is none)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def relog_results(folder: Path, *, tracking_uri: str | None = None) -> RunRecord:
+    """Log a results folder that `finalize_run` wrote but could not track (its tracking.json).
+
+    tracking_uri: where to log (default: the URI recorded in tracking.json).
+    """
+    folder = Path(folder)
+    record_file = folder / TRACKING_FILE
+    if not record_file.is_file():
+        raise ValueError(f"{record_file}: no such file; expected a certseg results folder")
+    try:
+        record = json.loads(record_file.read_text())
+        uri = tracking_uri or str(record["tracking_uri"])
+        files = [folder / name for name in record["artifacts"]]
+        dirs = {name: folder / sub for name, sub in record["artifact_dirs"].items()}
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{record_file}: not a certseg tracking record ({error})") from None
+    missing = [str(p) for p in [*files, *dirs.values()] if not p.exists()]
+    if missing:
+        raise ValueError(f"{record_file}: listed results are missing: {', '.join(missing)}")
+    from certseg.report import read_results
+
+    return log_run(
+        tracking_uri=uri,
+        experiment=str(record["experiment"]),
+        run_name=str(record["run_name"]),
+        params=record["params"],
+        tags=record["tags"],
+        rows=read_results(folder / "results.parquet"),
+        artifacts=files,
+        artifact_dirs=dirs,
+        key=record.get("key"),
+    )
 
 
 @dataclass(frozen=True)

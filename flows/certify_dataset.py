@@ -14,6 +14,7 @@ from certseg.aggregate import CertifyParams
 from certseg.pipeline import sampling_rates
 from tasks.certify import (
     aggregate_task,
+    check_tracking_task,
     default_out_dir,
     finalize_task,
     health_check_task,
@@ -82,6 +83,8 @@ def certify_dataset(
     options: Mapping[str, Any] = (
         storage_options if storage_options is not None else cfg.store.storage_options
     )
+    if track:  # a broken tracking store fails here, before any sampling
+        check_tracking_task(tracking_uri or cfg.tracking.uri)
     prepared = prepare_store_task(cfg, url, options)
     health = health_check_task(cfg, url, options)
     plan = plan_shards_task(prepared.num_images, shards or cfg.shards)
@@ -113,6 +116,8 @@ def certify_dataset(
         "config_id": cfg.config_id,
         "store_url": url,
         "run_id": outcome.run_id,
+        "already_logged": outcome.already_logged,
+        "tracking_error": outcome.tracking_error,
         "out_dir": outcome.out_dir,
         "rows": outcome.rows,
         "sampled_blocks": sum(r.sampled_blocks for r in reports),

@@ -7,7 +7,13 @@ from typing import Any, Literal
 from prefect import flow
 
 from certseg.aggregate import CertifyParams
-from tasks.certify import aggregate_task, default_out_dir, finalize_task, store_config_task
+from tasks.certify import (
+    aggregate_task,
+    check_tracking_task,
+    default_out_dir,
+    finalize_task,
+    store_config_task,
+)
 
 
 @flow(name="recertify", log_prints=True)
@@ -26,10 +32,16 @@ def recertify(
     """Certify the stored samples again with new parameters (None keeps the store's config).
 
     Reads the persisted counts when n is the store's n; a smaller n recounts from the first n
-    stored samples. Returns {"config_id", "store_url", "run_id", "out_dir", "rows"}.
+    stored samples. Returns {"config_id", "store_url", "run_id", "already_logged",
+    "tracking_error", "out_dir", "rows"}.
+
+    The guarantee holds for α, τ, correction and n fixed before the samples are looked at:
+    choosing them after seeing results (trying several and reporting the best) voids it.
     """
     options = storage_options or {}
     config, stored_n, health = store_config_task(store_url, options)
+    if track:
+        check_tracking_task(tracking_uri or config.tracking.uri)
     params = CertifyParams(
         n=n or stored_n,
         alpha=alpha if alpha is not None else config.alpha,
@@ -65,6 +77,8 @@ def recertify(
         "config_id": config.config_id,
         "store_url": store_url,
         "run_id": outcome.run_id,
+        "already_logged": outcome.already_logged,
+        "tracking_error": outcome.tracking_error,
         "out_dir": outcome.out_dir,
         "rows": outcome.rows,
     }

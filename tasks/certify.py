@@ -1,9 +1,11 @@
 """The tasks of certify-dataset and recertify. Each wraps one certseg call.
 
-Sampling and store writes retry on transient errors (I/O, connection, timeouts, runtime errors
-such as a CUDA out-of-memory); a ValueError (bad config, store written under another config,
-invalid dataset) never retries. Retrying a shard is safe: rewriting a region gives identical
-bytes and completed blocks are skipped.
+Sampling and store writes retry on transient errors only (`is_transient`: I/O to object storage,
+connections, timeouts, a lost Dask worker, a CUDA out-of-memory). A permanent error fails at once:
+a ValueError (bad config, store written under another config, invalid dataset, untracked run) or
+an OSError that cannot pass by waiting (a missing file, a path that is a file, no permission).
+Retrying a shard is safe: rewriting a region gives identical bytes and completed blocks are
+skipped.
 """
 
 from __future__ import annotations
@@ -50,16 +52,33 @@ def _notify(count: int) -> None:
         hook(count)
 
 
+PERMANENT_OS_ERRORS: tuple[type[OSError], ...] = (
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+"""OSErrors that waiting cannot fix (s3fs maps NoSuchKey/NoSuchBucket and AccessDenied here)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a retry may succeed: I/O and connection errors, timeouts, a lost Dask worker, an
+    out-of-memory; never a ValueError or a permanent OSError (PERMANENT_OS_ERRORS)."""
+    if isinstance(error, (ValueError, *PERMANENT_OS_ERRORS)):
+        return False
+    if isinstance(error, OSError | ConnectionError | TimeoutError):
+        return True
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"KilledWorker", "OutOfMemoryError"})
+
+
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only errors that may pass: I/O, connections, timeouts, runtime (e.g. CUDA OOM)."""
+    """Prefect retry condition: retry only `is_transient` errors."""
     try:
         state.result()
-    except ValueError:
-        return False
-    except (OSError, ConnectionError, TimeoutError, RuntimeError):
-        return True
-    except Exception:
-        return False
+    except Exception as error:
+        return is_transient(error)
     return False
 
 
@@ -98,6 +117,7 @@ def prepare_store_task(
         num_classes=models.num_classes,
         store_url=store_url,
         storage_options=storage_options,
+        models=models,
     )
     get_run_logger().info(
         "store %s %s (%d images, config_id %s)",
@@ -107,6 +127,14 @@ def prepare_store_task(
         config.config_id[:12],
     )
     return prepared
+
+
+@task(name="check-tracking", cache_policy=NO_CACHE)
+def check_tracking_task(tracking_uri: str) -> None:
+    """Open (or create whole) the MLflow tracking store before any sampling; fail fast if not."""
+    from certseg.tracking import prepare_tracking_store
+
+    prepare_tracking_store(tracking_uri)
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)
