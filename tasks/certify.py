@@ -70,7 +70,11 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, OSError | ConnectionError | TimeoutError):
         return True
     names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"KilledWorker", "OutOfMemoryError"})
+    if names & {"KilledWorker", "OutOfMemoryError"}:
+        return True
+    # A RuntimeError is a bug or a model that cannot take the input (permanent), unless it is
+    # an allocation failure that another moment's memory pressure may not repeat.
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
