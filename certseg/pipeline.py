@@ -306,9 +306,8 @@ def prepare_store(
         models_sha256=models_sha256(config),
         skipped_files=tuple(report.skipped),
     )
-    existed = _exists(url, options)
     targets = (np.asarray(dataset.load(i).target) for i in range(len(dataset)))
-    SampleStore.create(url, template, targets, storage_options=options)
+    store = SampleStore.create(url, template, targets, storage_options=options)
     return PreparedStore(
         url=url,
         storage_options=options,
@@ -316,17 +315,9 @@ def prepare_store(
         num_images=len(ids),
         num_classes=num_classes,
         manifest_sha256=manifest.sha256,
-        created=not existed,
+        created=store.created,
         skipped=tuple(report.skipped),
     )
-
-
-def _exists(url: str, options: Mapping[str, Any]) -> bool:
-    try:
-        SampleStore.open(url, storage_options=options, read_only=True)
-    except ValueError:
-        return False
-    return True
 
 
 def _image_shapes(dataset: SegmentationDataset, manifest: Any) -> tuple[tuple[int, int], ...]:
