@@ -70,28 +70,33 @@ def _pid_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def _pid_alive(pid: int, start: str | None) -> bool:
-    """Whether process `pid` (started at `start`, when known) still runs on this host.
+def _pid_alive(pid: int, start: str | None) -> bool | None:
+    """Whether process `pid` (started at `start`, when known) still runs on this host; None
+    where this cannot be told (no /proc and not POSIX).
 
-    A zombie (killed, not yet reaped) counts as dead; a pid reused by a newer process is told
-    apart by its start time where /proc gives one.
+    Linux: /proc/<pid>/stat; a zombie (killed, not yet reaped) counts as dead, and a pid reused
+    by a newer process is told apart by its start time. Other POSIX systems: kill(pid, 0).
     """
-    try:
-        line = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
+    if Path("/proc/self/stat").exists():
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            line = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
             return False
-        except PermissionError:
-            return True
-        return True
-    fields = line[line.rfind(")") + 2 :].split()
-    if fields and fields[0] in ("Z", "X"):
+        except OSError:
+            return None
+        fields = line[line.rfind(")") + 2 :].split()
+        if fields and fields[0] in ("Z", "X"):
+            return False
+        return start is None or len(fields) <= 19 or fields[19] == start
+    if os.name != "posix":
+        return None  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    return start is None or len(fields) <= 19 or fields[19] == start
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------- lock objects
@@ -148,7 +153,7 @@ class StoreState:
 
     kind: absent (nothing), empty (an empty folder/prefix), file (a file or object at the URL
     itself), foreign (anything else that is not certseg's), certseg (a certseg store: a root
-    zarr.json carrying config_id and layout_version, or certseg lock objects without zarr.json).
+    zarr.json carrying config_id and layout_version, or nothing but certseg lock objects).
     entries: root names that are not lock objects (for messages). attrs: the root zarr.json's
     attributes, when there is one. locks: lock objects by generation, ascending.
     """
@@ -177,8 +182,8 @@ class StoreLocation:
 
     @property
     def where(self) -> str:
-        """The location named in messages (a local path made absolute)."""
-        return self.url
+        """The location as messages name it: the URL quoted (a local path also made absolute)."""
+        return repr(self.url)
 
     def kind(self) -> Literal["absent", "file", "dir"]:
         raise NotImplementedError
@@ -204,7 +209,14 @@ class StoreLocation:
         raise NotImplementedError
 
     def clear(self, keep: Callable[[str], bool]) -> None:
-        """Remove everything under the root except the root entries `keep` accepts."""
+        """Remove everything under the root except the root entries `keep` accepts; the root
+        zarr.json (what identifies a certseg store) goes last."""
+        for name in sorted(self.entries(), key=lambda n: (n == "zarr.json", n)):
+            if not keep(name):
+                self._remove(name)
+
+    def _remove(self, name: str) -> None:
+        """Remove root entry `name` and everything under it; a missing one is fine."""
         raise NotImplementedError
 
 
@@ -219,7 +231,7 @@ class LocalLocation(StoreLocation):
     @property
     def where(self) -> str:
         absolute = str(self.path.absolute())
-        return self.url if absolute == self.url else f"{self.url} ({absolute})"
+        return repr(self.url) if absolute == self.url else f"{self.url!r} ({absolute})"
 
     def kind(self) -> Literal["absent", "file", "dir"]:
         # one stat call each: another creator may make the folder meanwhile
@@ -265,16 +277,13 @@ class LocalLocation(StoreLocation):
         with contextlib.suppress(FileNotFoundError):
             (self.path / name).unlink()
 
-    def clear(self, keep: Callable[[str], bool]) -> None:
-        for name in self.entries():
-            if keep(name):
-                continue
-            entry = self.path / name
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
+    def _remove(self, name: str) -> None:
+        entry = self.path / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
 
 
 class FsspecLocation(StoreLocation):
@@ -337,11 +346,9 @@ class FsspecLocation(StoreLocation):
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(name))
 
-    def clear(self, keep: Callable[[str], bool]) -> None:
-        for name in self.entries():
-            if not keep(name):
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.rm(self._path(name), recursive=True)
+    def _remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self._path(name), recursive=True)
         self._refresh()
 
 
@@ -362,7 +369,7 @@ def read_store_state(location: StoreLocation) -> StoreState:
     if kind == "absent":
         return StoreState("absent")
     if kind == "file":
-        return StoreState("file", reason="it is a file, not a folder")
+        return StoreState("file", reason="a file, not a folder")
     names = location.entries()
     lock_names = [n for n in names if is_lock_name(n)]
     entries = tuple(n for n in names if not is_lock_name(n))
@@ -385,18 +392,22 @@ def read_store_state(location: StoreLocation) -> StoreState:
             meta = None
         if not isinstance(meta, dict):
             return StoreState(
-                "foreign", entries=entries, reason="its zarr.json is not readable JSON"
+                "foreign",
+                entries=entries,
+                reason="a folder whose zarr.json is not readable JSON, not a certseg store",
             )
         attrs = meta.get("attributes")
         attrs = attrs if isinstance(attrs, dict) else {}
         if meta.get("node_type") != "group":
-            return StoreState("foreign", entries=entries, reason="it is a zarr array, not a group")
+            return StoreState(
+                "foreign", entries=entries, reason="a zarr array, not a certseg store"
+            )
         if "config_id" not in attrs or "layout_version" not in attrs:
             return StoreState(
                 "foreign",
                 attrs=attrs,
                 entries=entries,
-                reason="it is a zarr group that is not a certseg store (no config_id attribute)",
+                reason="a zarr group that is not a certseg store (no config_id attribute)",
             )
         return StoreState(
             "certseg",
@@ -406,15 +417,15 @@ def read_store_state(location: StoreLocation) -> StoreState:
             entries=entries,
             locks=tuple(locks),
         )
-    if locks:
-        # a creation under way or killed before (or while) it wrote zarr.json: the lock names
-        # the config; whatever else is here was written under that lock
+    if locks and not entries:
+        # a creation under way, or killed before it wrote zarr.json (the first object a creator
+        # writes, and the last one `clear` removes): the lock names the config
         config_id = next((lock.config_id for lock in reversed(locks) if lock.config_id), None)
-        return StoreState("certseg", config_id=config_id, entries=entries, locks=tuple(locks))
+        return StoreState("certseg", config_id=config_id, locks=tuple(locks))
     return StoreState(
         "foreign",
         entries=entries,
-        reason="it is not empty and is not a certseg sample store",
+        reason="a non-empty folder that is not a certseg store",
     )
 
 
@@ -434,8 +445,9 @@ class LockPolicy:
 
     A lock whose holder runs on this host (same hostname, boot and pid namespace) is abandoned
     as soon as that pid is gone (kill -9 included); a live local holder is never taken over. A
-    lock held from another host is abandoned after `stale_after_s` seconds without progress (its
-    object unchanged; the holder rewrites it at least every `heartbeat_s` while it creates).
+    lock held from another host (or where liveness cannot be told) is abandoned after
+    `stale_after_s` seconds without progress (its object unchanged; the holder rewrites it at
+    least every `heartbeat_s` while it creates).
     Waiting gives up after `max_wait_s` in all, or when a live local holder has made no progress
     for `stale_after_s`.
     """
@@ -474,9 +486,16 @@ class LockWatcher:
         idle = now - self._seen_since
         if lock.released:
             return True
+        alive = None
         if lock.pid is not None and lock.host == host_key():
-            if not _pid_alive(lock.pid, lock.pid_start):
+            if lock.pid == os.getpid():
+                # creators of one URL are serialized inside a process (the caller holds that
+                # lock), so a lock of this very process is a leftover of a failed release
                 return True
+            alive = _pid_alive(lock.pid, lock.pid_start)
+        if alive is False:
+            return True
+        if alive:
             if idle > self.policy.stale_after_s:
                 raise LockWaitError(
                     f"the store is being created by {lock.describe()} (lock "

@@ -73,15 +73,15 @@ def _check_ownership(url: str, location: StoreLocation, state: StoreState, confi
     where = location.where
     if state.kind == "file":
         raise StoreError(
-            f"store {where!r} is a file, not a folder; certseg creates a store only in a new "
-            "or empty folder and never deletes or overwrites anything else (nothing was changed)"
+            f"store {where} is a file, not a folder; certseg creates a store only in a new or "
+            "empty folder and never deletes or overwrites anything else; use another store URL "
+            "(nothing was changed)"
         )
     if state.kind == "foreign":
         raise StoreError(
-            f"store {where!r} exists but is not a certseg store: {state.reason} (it holds "
-            f"{describe_entries(state.entries)}); certseg creates a store only in a new or "
-            "empty folder and never deletes or overwrites anything else; use another store URL "
-            "(nothing was changed)"
+            f"store {where} is {state.reason} (it holds {describe_entries(state.entries)}); "
+            "certseg creates a store only in a new or empty folder and never deletes or "
+            "overwrites anything else; use another store URL (nothing was changed)"
         )
     # config_id None: only half-written lock objects (a creator killed within microseconds)
     if state.kind == "certseg" and state.config_id not in (None, config_id):
@@ -188,12 +188,12 @@ class SampleStore:
                 try:
                     free = top is None or watcher.abandoned(top)
                 except LockWaitError as error:
-                    raise StoreLockedError(f"store {location.where!r}: {error}") from None
+                    raise StoreLockedError(f"store {location.where}: {error}") from None
                 if not free:
                     try:
                         watcher.wait(top)  # type: ignore[arg-type]
                     except LockWaitError as error:
-                        raise StoreLockedError(f"store {location.where!r}: {error}") from None
+                        raise StoreLockedError(f"store {location.where}: {error}") from None
                     continue
                 gen = top.gen + 1 if top is not None else 1
                 lock = CreationLock.try_acquire(location, gen, template.config_id, policy)
@@ -273,7 +273,7 @@ class SampleStore:
             raise ValueError(f"targets: {count} given, expected {len(template.image_ids)}")
         if not lock.still_held():
             raise StoreLockedError(
-                f"store {lock.location.where!r}: another creator took the creation lock over "
+                f"store {lock.location.where}: another creator took the creation lock over "
                 "while this one was writing (it was judged abandoned); not marking the store "
                 "complete — run again"
             )

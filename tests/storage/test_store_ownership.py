@@ -12,6 +12,8 @@ import json
 import multiprocessing
 import os
 import queue
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -134,6 +136,17 @@ def test_an_unfinished_store_of_another_config_is_not_recreated(tmp_path: Path) 
     assert digest_folder(url) == before
 
 
+def test_user_files_beside_a_stray_lock_are_not_certseg_s(tmp_path: Path) -> None:
+    """A lock object proves ownership only of an otherwise empty folder."""
+    project = _project(tmp_path / "project")
+    (project / LOCK.format(1)).write_text(json.dumps({"config_id": race_template().config_id}))
+    before = digest_folder(project)
+    template = race_template()
+    with pytest.raises(StoreError, match="non-empty folder"):
+        SampleStore.create(str(project), template, race_targets(template))
+    assert digest_folder(project) == before
+
+
 def test_memory_prefix_with_foreign_objects_is_refused() -> None:
     import fsspec
 
@@ -162,6 +175,21 @@ def test_memory_store_created_once_then_reopened() -> None:
     assert SampleStore.create(url, template, race_targets(template)).created
     assert not SampleStore.create(url, template, iter(())).created
     _assert_complete(url)
+
+
+def test_memory_store_unfinished_then_recreated() -> None:
+    import fsspec
+
+    template = race_template()
+    url = "memory://certseg-own/unfinished.zarr"
+    with pytest.raises(ValueError, match="targets: 2 given"):
+        SampleStore.create(url, template, race_targets(template)[:2])
+    fs = fsspec.filesystem("memory")
+    assert fs.exists("/certseg-own/unfinished.zarr/targets/zarr.json")
+    assert json.loads(fs.cat_file("/certseg-own/unfinished.zarr/" + LOCK.format(1)))["released"]
+    assert SampleStore.create(url, template, race_targets(template)).created
+    _assert_complete(url)
+    assert not [p for p in fs.find("/certseg-own/unfinished.zarr") if "certseg-lock" in p]
 
 
 def test_threads_racing_on_a_memory_store_create_it_once() -> None:
@@ -226,13 +254,27 @@ def test_lock_of_another_host_is_taken_over_after_no_progress(tmp_path: Path) ->
 def test_a_live_local_holder_is_never_taken_over(tmp_path: Path) -> None:
     from certseg.storage import StoreLockedError
 
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        folder = tmp_path / "s.zarr"
+        _write_lock(folder, 1, host=_host_key(), pid=holder.pid)
+        before = digest_folder(folder)
+        template = race_template()
+        with pytest.raises(StoreLockedError, match=f"pid {holder.pid}.*alive"):
+            SampleStore.create(str(folder), template, race_targets(template), lock_policy=_fast())
+        assert digest_folder(folder) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_this_process_is_a_leftover(tmp_path: Path) -> None:
     folder = tmp_path / "s.zarr"
     _write_lock(folder, 1, host=_host_key(), pid=os.getpid())
-    before = digest_folder(folder)
     template = race_template()
-    with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}.*alive"):
-        SampleStore.create(str(folder), template, race_targets(template), lock_policy=_fast())
-    assert digest_folder(folder) == before
+    store = SampleStore.create(str(folder), template, race_targets(template), lock_policy=_fast())
+    assert store.created
+    assert _locks(folder) == []
 
 
 def test_waiting_is_bounded(tmp_path: Path) -> None:
