@@ -152,8 +152,9 @@ class StoreState:
     """What is at a store URL.
 
     kind: absent (nothing), empty (an empty folder/prefix), file (a file or object at the URL
-    itself), foreign (anything else that is not certseg's), certseg (a certseg store: a root
-    zarr.json carrying config_id and layout_version, or nothing but certseg lock objects).
+    itself, or a local path under a file), foreign (anything else that is not certseg's),
+    certseg (a certseg store: a root zarr.json carrying config_id and layout_version, or
+    nothing but certseg lock objects).
     entries: root names that are not lock objects (for messages). attrs: the root zarr.json's
     attributes, when there is one. locks: lock objects by generation, ascending.
     """
@@ -185,7 +186,8 @@ class StoreLocation:
         """The location as messages name it: the URL quoted (a local path also made absolute)."""
         return repr(self.url)
 
-    def kind(self) -> Literal["absent", "file", "dir"]:
+    def kind(self) -> Literal["absent", "file", "under_file", "dir"]:
+        """absent, dir, file (a file or object at the URL), under_file (a parent is a file)."""
         raise NotImplementedError
 
     def entries(self) -> list[str]:
@@ -233,10 +235,12 @@ class LocalLocation(StoreLocation):
         absolute = str(self.path.absolute())
         return repr(self.url) if absolute == self.url else f"{self.url!r} ({absolute})"
 
-    def kind(self) -> Literal["absent", "file", "dir"]:
+    def kind(self) -> Literal["absent", "file", "under_file", "dir"]:
         # one stat call each: another creator may make the folder meanwhile
         try:
             mode = os.stat(self.path).st_mode
+        except NotADirectoryError:
+            return "under_file"
         except FileNotFoundError:
             try:
                 mode = os.lstat(self.path).st_mode  # a dangling symlink is not ours either
@@ -304,7 +308,7 @@ class FsspecLocation(StoreLocation):
         with contextlib.suppress(Exception):
             self.fs.invalidate_cache()
 
-    def kind(self) -> Literal["absent", "file", "dir"]:
+    def kind(self) -> Literal["absent", "file", "under_file", "dir"]:
         self._refresh()
         if self.fs.isfile(self.root):
             return "file"
@@ -369,7 +373,9 @@ def read_store_state(location: StoreLocation) -> StoreState:
     if kind == "absent":
         return StoreState("absent")
     if kind == "file":
-        return StoreState("file", reason="a file, not a folder")
+        return StoreState("file", reason="is a file, not a folder")
+    if kind == "under_file":
+        return StoreState("file", reason="lies under a file (a parent of the path is a file)")
     names = location.entries()
     lock_names = [n for n in names if is_lock_name(n)]
     entries = tuple(n for n in names if not is_lock_name(n))

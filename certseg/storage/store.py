@@ -73,7 +73,7 @@ def _check_ownership(url: str, location: StoreLocation, state: StoreState, confi
     where = location.where
     if state.kind == "file":
         raise StoreError(
-            f"store {where} is a file, not a folder; certseg creates a store only in a new or "
+            f"store {where} {state.reason}; certseg creates a store only in a new or "
             "empty folder and never deletes or overwrites anything else; use another store URL "
             "(nothing was changed)"
         )

@@ -97,6 +97,9 @@ def test_a_file_is_refused_and_left_intact(tmp_path: Path) -> None:
         SampleStore.create(str(path), template, race_targets(template))
     assert str(path) in str(info.value)
     assert path.read_bytes() == b"not a store \x00\x01"
+    with pytest.raises(StoreError, match="lies under a file"):
+        SampleStore.create(str(path / "inner.zarr"), template, race_targets(template))
+    assert path.read_bytes() == b"not a store \x00\x01"
 
 
 def test_an_empty_folder_becomes_the_store(tmp_path: Path) -> None:
