@@ -261,7 +261,10 @@ def prepare_store(
 
     num_classes: the segmenters' class count; the dataset must match it. The dataset is validated
     before anything is written (a failing file is named; an existing store is left untouched).
-    A store written under another config_id raises StoreMismatchError.
+    A store written under another config_id raises StoreMismatchError; a URL holding anything
+    that is not a certseg store (a project folder, a file) raises StoreError and is left
+    untouched. Runs preparing one store at once create it once (the others wait and reopen it);
+    `created` is True only for the run that wrote the template.
     """
     from certseg.data.registry import validate_dataset
 
