@@ -264,7 +264,10 @@ def prepare_store(
     before anything is written (a failing file is named; an existing store is left untouched).
     models: when given, each segmenter is run once on the first image (`probe_segmenters`)
     before the store is touched. A store written under another config_id raises
-    StoreMismatchError.
+    StoreMismatchError; a URL holding anything that is not a certseg store (a project folder, a
+    file) raises StoreError and is left untouched. Runs preparing one store at once create it
+    once (the others wait and reopen it); `created` is True only for the run that wrote the
+    template.
     """
     from certseg.data.registry import validate_dataset
 
@@ -311,9 +314,8 @@ def prepare_store(
         models_sha256=models_sha256(config),
         skipped_files=tuple(report.skipped),
     )
-    existed = _exists(url, options)
     targets = (np.asarray(dataset.load(i).target) for i in range(len(dataset)))
-    SampleStore.create(url, template, targets, storage_options=options)
+    store = SampleStore.create(url, template, targets, storage_options=options)
     return PreparedStore(
         url=url,
         storage_options=options,
@@ -321,7 +323,7 @@ def prepare_store(
         num_images=len(ids),
         num_classes=num_classes,
         manifest_sha256=manifest.sha256,
-        created=not existed,
+        created=store.created,
         skipped=tuple(report.skipped),
     )
 
@@ -349,14 +351,6 @@ def probe_segmenters(models: Models, dataset: SegmentationDataset) -> None:
                 f"({height}×{width}, the size it will be sampled at): "
                 f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
             ) from error
-
-
-def _exists(url: str, options: Mapping[str, Any]) -> bool:
-    try:
-        SampleStore.open(url, storage_options=options, read_only=True)
-    except ValueError:
-        return False
-    return True
 
 
 def _image_shapes(dataset: SegmentationDataset, manifest: Any) -> tuple[tuple[int, int], ...]:

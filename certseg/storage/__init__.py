@@ -9,14 +9,23 @@ from certseg.storage.layout import (
     StoreTemplate,
     sigma_key,
 )
-from certseg.storage.store import SampleStore, StoreError, StoreMismatchError, open_zarr_store
+from certseg.storage.ownership import LockPolicy
+from certseg.storage.store import (
+    SampleStore,
+    StoreError,
+    StoreLockedError,
+    StoreMismatchError,
+    open_zarr_store,
+)
 
 __all__ = [
     "DIMENSIONS",
     "LAYOUT_VERSION",
     "PHASES_STORED",
+    "LockPolicy",
     "SampleStore",
     "StoreError",
+    "StoreLockedError",
     "StoreMismatchError",
     "StoreTemplate",
     "open_zarr_store",

@@ -5,11 +5,17 @@ full size and the targets written, before any shard runs; the root attribute `te
 is set last. Afterwards writers only fill regions: one image × one sample block per write, which
 is exactly one chunk, so concurrent shards never share a chunk. A completion flag is written after
 the data by the same owner, so a crash leaves the block unflagged and it is redone on resume.
+
+Creation writes only where certseg owns the URL and holds the creation lock
+(certseg.storage.ownership): concurrent creators end with one store, created once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +26,19 @@ from certseg.storage.layout import (
     StoreTemplate,
     sigma_key,
 )
+from certseg.storage.ownership import (
+    CreationLock,
+    LocalLocation,
+    LockPolicy,
+    LockWaitError,
+    LockWatcher,
+    StoreLocation,
+    StoreState,
+    describe_entries,
+    is_lock_name,
+    read_store_state,
+    store_location,
+)
 
 
 class StoreError(ValueError):
@@ -28,6 +47,48 @@ class StoreError(ValueError):
 
 class StoreMismatchError(StoreError):
     """The store was written under another config_id; nothing is overwritten."""
+
+
+class StoreLockedError(StoreError):
+    """Another creator holds the store's creation lock and waiting for it ended without a store."""
+
+
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _process_lock(location: StoreLocation) -> Iterator[None]:
+    """Serialize creators of one location inside this process (threads; memory:// stores, whose
+    exclusive create is not atomic across threads). Processes use the creation lock."""
+    key = os.path.abspath(location.path) if isinstance(location, LocalLocation) else location.url
+    with _PROCESS_LOCKS_GUARD:
+        lock = _PROCESS_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        yield
+
+
+def _check_ownership(url: str, location: StoreLocation, state: StoreState, config_id: str) -> None:
+    """Raise unless certseg may write at the location for config_id (see SampleStore.create)."""
+    where = location.where
+    if state.kind == "file":
+        raise StoreError(
+            f"store {where} {state.reason}; certseg creates a store only in a new or "
+            "empty folder and never deletes or overwrites anything else; use another store URL "
+            "(nothing was changed)"
+        )
+    if state.kind == "foreign":
+        raise StoreError(
+            f"store {where} is {state.reason} (it holds {describe_entries(state.entries)}); "
+            "certseg creates a store only in a new or empty folder and never deletes or "
+            "overwrites anything else; use another store URL (nothing was changed)"
+        )
+    # config_id None: only half-written lock objects (a creator killed within microseconds)
+    if state.kind == "certseg" and state.config_id not in (None, config_id):
+        raise StoreMismatchError(
+            f"store {url!r} was written under config_id {state.config_id}, but this run's "
+            f"config_id is {config_id}; use another store URL (nothing was overwritten)"
+        )
 
 
 def open_zarr_store(
@@ -82,6 +143,8 @@ class SampleStore:
         self.health_ids: tuple[str, ...] = tuple(attrs.get("health_ids", []))
         self._shapes: np.ndarray | None = None
         self._arrays: dict[str, Any] = {}
+        self.created = False
+        """True when `create` wrote this store's template (a new or re-created store)."""
 
     # --- creation and opening ------------------------------------------------------------
 
@@ -93,36 +156,88 @@ class SampleStore:
         targets: Iterable[np.ndarray],
         *,
         storage_options: Mapping[str, Any] | None = None,
+        lock_policy: LockPolicy | None = None,
     ) -> SampleStore:
         """Create the store from a template, or open it when it already holds this config.
 
         targets: one (H, W) integer array per image, in template.image_ids order (ignore_index
         where not evaluated). An existing complete store with the same config_id is opened as is
-        (resume; targets are not read). A store with another config_id raises StoreMismatchError
-        naming both ids and the URL, and is left untouched. A store whose creation did not finish
-        (no `template_complete`) with the same config_id is created again.
+        (resume; targets are not read); `created` tells which happened.
+
+        Writes only where certseg owns the URL: nothing there, an empty folder (or prefix), or a
+        certseg store of this config_id whose creation did not finish (created again). A file,
+        a non-empty folder or prefix that is not a certseg store, or a zarr group without
+        certseg's attributes raises StoreError naming it; a store of another config_id raises
+        StoreMismatchError naming both ids. In both cases nothing is written or deleted.
+
+        Concurrent creators (threads or processes, local or object storage) take the creation
+        lock (certseg.storage.ownership); one creates, the others wait for `template_complete`
+        and open the store. A lock left by a killed creator is taken over (LockPolicy);
+        waiting that ends without a store raises StoreLockedError.
         """
+        policy = lock_policy or LockPolicy()
+        location = store_location(url, storage_options)
+        with _process_lock(location):
+            watcher = LockWatcher(policy)
+            while True:
+                state = read_store_state(location)
+                _check_ownership(url, location, state, template.config_id)
+                if state.complete:
+                    return cls._open_existing(url, storage_options, state, template)
+                top = state.top_lock
+                try:
+                    free = top is None or watcher.abandoned(top)
+                except LockWaitError as error:
+                    raise StoreLockedError(f"store {location.where}: {error}") from None
+                if not free:
+                    try:
+                        watcher.wait(top)  # type: ignore[arg-type]
+                    except LockWaitError as error:
+                        raise StoreLockedError(f"store {location.where}: {error}") from None
+                    continue
+                gen = top.gen + 1 if top is not None else 1
+                lock = CreationLock.try_acquire(location, gen, template.config_id, policy)
+                if lock is None:
+                    continue  # another creator took this generation first: look again
+                try:
+                    state = read_store_state(location)  # under the lock
+                    _check_ownership(url, location, state, template.config_id)
+                    if state.complete:
+                        lock.finish()
+                        return cls._open_existing(url, storage_options, state, template)
+                    store = cls._write_template(url, storage_options, template, targets, lock)
+                except BaseException:
+                    lock.release()
+                    raise
+                return store
+
+    @classmethod
+    def _open_existing(
+        cls,
+        url: str,
+        storage_options: Mapping[str, Any] | None,
+        state: StoreState,
+        template: StoreTemplate,
+    ) -> SampleStore:
+        _check_same_content(url, state.attrs or {}, template)
+        return cls.open(url, storage_options=storage_options)
+
+    @classmethod
+    def _write_template(
+        cls,
+        url: str,
+        storage_options: Mapping[str, Any] | None,
+        template: StoreTemplate,
+        targets: Iterable[np.ndarray],
+        lock: CreationLock,
+    ) -> SampleStore:
+        """Write the store from scratch while holding the creation lock; `template_complete`
+        last, after checking no one took the lock over."""
         import zarr
 
-        attrs = _root_attrs(url, storage_options)
-        if attrs is not None:
-            existing = attrs.get("config_id")
-            if existing is None:
-                raise StoreError(
-                    f"store {url!r} exists but is not a certseg store (no config_id attribute); "
-                    "refusing to overwrite it"
-                )
-            if existing != template.config_id:
-                raise StoreMismatchError(
-                    f"store {url!r} was written under config_id {existing}, but this run's "
-                    f"config_id is {template.config_id}; use another store URL (nothing was "
-                    "overwritten)"
-                )
-            if attrs.get("template_complete"):
-                _check_same_content(url, attrs, template)
-                return cls.open(url, storage_options=storage_options)
+        lock.location.clear(keep=is_lock_name)  # ours: empty, or this config's unfinished store
         store = open_zarr_store(url, storage_options)
-        group = zarr.create_group(store, overwrite=True, attributes=template.root_attrs())
+        group = zarr.create_group(store, overwrite=False, attributes=template.root_attrs())
         for spec in template.array_specs():
             group.create_array(
                 name=spec.path,
@@ -131,8 +246,9 @@ class SampleStore:
                 dtype=spec.dtype,
                 fill_value=spec.fill_value,
                 dimension_names=list(spec.dims),
-                overwrite=True,
+                overwrite=False,
             )
+            lock.heartbeat()
         shapes = np.asarray(template.image_shapes, dtype=np.int32).reshape(-1, 2)
         shape_array: Any = group["image_shape"]
         shape_array[...] = shapes
@@ -152,10 +268,20 @@ class SampleStore:
             padded[: target.shape[0], : target.shape[1]] = target
             target_array[index] = padded
             count += 1
+            lock.heartbeat()
         if count != len(template.image_ids):
             raise ValueError(f"targets: {count} given, expected {len(template.image_ids)}")
+        if not lock.still_held():
+            raise StoreLockedError(
+                f"store {lock.location.where}: another creator took the creation lock over "
+                "while this one was writing (it was judged abandoned); not marking the store "
+                "complete — run again"
+            )
         group.attrs["template_complete"] = True
-        return cls(url, storage_options, group)
+        lock.finish()
+        created = cls(url, storage_options, group)
+        created.created = True
+        return created
 
     @classmethod
     def open(

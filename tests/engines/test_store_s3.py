@@ -2,8 +2,10 @@
 
 Checks, with the objects read independently through s3fs: the store is created from a template on
 S3; region writes read back exactly; rewriting a region leaves every object byte-identical; a
-different config_id is refused and nothing on S3 changes; and shards written concurrently by two
-separate `dask worker` processes (one writer per chunk) all land.
+different config_id is refused and nothing on S3 changes; a prefix holding objects that are not
+certseg's is refused untouched; the creation lock's exclusive create is enforced by the server;
+and shards written concurrently by two separate `dask worker` processes (one writer per chunk)
+all land.
 """
 
 from __future__ import annotations
@@ -131,3 +133,46 @@ def test_shards_written_by_separate_dask_worker_processes(
 
     store = SampleStore.open(url, storage_options=options, read_only=True)
     _assert_fully_written(store, targets)
+
+
+def test_foreign_prefix_refused_and_lock_exclusive_on_s3(s3_server: S3Server) -> None:
+    """A prefix holding objects that are not certseg's is refused with nothing changed; the
+    creation lock's exclusive create is a conditional PUT the server enforces (one winner)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from certseg.storage import LockPolicy, StoreError
+    from certseg.storage.ownership import CreationLock, store_location
+
+    fs = _s3fs(s3_server)
+    options = s3_server.storage_options
+    template = toy_template()
+    root = f"{s3_server.bucket}/projects/{uuid.uuid4().hex}"
+    fs.pipe_file(f"{root}/run.yaml", b"name: mine\n")
+    fs.pipe_file(f"{root}/data/0001.png", bytes(range(256)))
+    before = _snapshot(fs, root)
+    with pytest.raises(StoreError, match="not a certseg store") as excinfo:
+        SampleStore.create(f"s3://{root}", template, toy_targets(template), storage_options=options)
+    assert f"s3://{root}" in str(excinfo.value) and "'run.yaml'" in str(excinfo.value)
+    assert _snapshot(fs, root) == before
+    # an object at the URL itself
+    fs.pipe_file(f"{root}/one-object", b"x")
+    with pytest.raises(StoreError, match="is a file"):
+        SampleStore.create(
+            f"s3://{root}/one-object", template, toy_targets(template), storage_options=options
+        )
+    assert fs.cat_file(f"{root}/one-object") == b"x"
+
+    # eight threads try to create lock generation 1 of a fresh store at once: one wins
+    location = store_location(f"s3://{s3_server.bucket}/{uuid.uuid4().hex}.zarr", options)
+    with ThreadPoolExecutor(8) as pool:
+        held = list(
+            pool.map(
+                lambda _: CreationLock.try_acquire(location, 1, template.config_id, LockPolicy()),
+                range(8),
+            )
+        )
+    assert sum(lock is not None for lock in held) == 1
+    # and a second exclusive create of one object fails, its bytes untouched (If-None-Match: *)
+    assert location.create_exclusive("probe", b"first")
+    assert not location.create_exclusive("probe", b"second")
+    assert location.read("probe") == b"first"

@@ -36,3 +36,39 @@ def test_cli_certify_resume_recertify(tmp_path_factory: pytest.TempPathFactory) 
     assert SampleStore.open(str(root / "store.zarr")).counts_n(0.25, "clean", 0) == 8
     inspect = runner.invoke(app, ["inspect", str(root / "store.zarr")])
     assert inspect.exit_code == 0 and "4/4 images" in inspect.output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_cli_certify_refuses_a_project_folder_as_store(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`certseg certify CONFIG --store <project folder>` must not delete the project (issue 13):
+    one `error:` line naming the folder, every file byte-identical."""
+    import hashlib
+
+    root = tmp_path_factory.mktemp("cli-own")
+    project = root / "project"
+    models = make_models_dir(project)
+    (project / "data" / "images").mkdir(parents=True)
+    (project / "data" / "images" / "0001.png").write_bytes(bytes(range(256)) * 4)
+    data = tiny_config_dict(models, root / "unused.zarr", tracking_uri=f"sqlite:///{root / 'm.db'}")
+    config = write_config(project / "run.yaml", data)
+
+    def digest() -> dict[str, str]:
+        return {
+            str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(project.rglob("*"))
+            if p.is_file()
+        }
+
+    before = digest()
+    runner = CliRunner(env={"COLUMNS": "200"})
+    result = runner.invoke(
+        app, ["certify", str(config), "--store", str(project), "--out", str(root / "out")]
+    )
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    assert str(project) in errors[0] and "not a certseg store" in errors[0]
+    assert digest() == before
+    assert not (root / "unused.zarr").exists()
