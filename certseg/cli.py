@@ -14,6 +14,8 @@ from typing import Any
 
 import typer
 
+from certseg.redact import redact_text, redact_url
+
 app = typer.Typer(
     name="certseg",
     help="Certified semantic segmentation by randomized smoothing with a diffusion denoiser.",
@@ -64,7 +66,10 @@ def repo_root() -> Path:
 
 
 def _fail(message: str) -> None:
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    text = escape(redact_text(message))  # an error may quote a URL with credentials
+    _console(stderr=True).print(f"[bold red]error:[/] {text}", highlight=False)
     raise typer.Exit(code=1)
 
 
@@ -173,12 +178,13 @@ def _run_certify(
         typer.echo(f"skipped (--skip-invalid): {file}: {reason}", err=True)
     if not quiet:
         typer.echo(
-            f"store: {outcome['store_url']} (config_id {outcome['config_id'][:12]}; "
+            f"store: {redact_url(outcome['store_url'])} (config_id {outcome['config_id'][:12]}; "
             f"{outcome['sampled_blocks']} blocks sampled, {outcome['skipped_blocks']} resumed)"
         )
         typer.echo(f"results: {outcome['out_dir']}")
         if outcome["run_id"]:
-            typer.echo(f"MLflow run: {outcome['run_id']} ({tracking_uri or config.tracking.uri})")
+            uri = redact_url(tracking_uri or config.tracking.uri)
+            typer.echo(f"MLflow run: {outcome['run_id']} ({uri})")
 
 
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar or trailing notes.")
@@ -291,7 +297,7 @@ def recertify(
         )
     except ValueError as error:
         _fail(str(error))
-    _print_table(outcome["rows"], f"certseg recertify {store}")
+    _print_table(outcome["rows"], f"certseg recertify {redact_url(store)}")
     if not quiet:
         typer.echo(f"results: {outcome['out_dir']}")
         if outcome["run_id"]:
@@ -346,6 +352,7 @@ def report(
 @app.command()
 def inspect(store: str = typer.Argument(..., help="A sample store (path or URL).")) -> None:
     """Describe a sample store: config, dataset, layout and how much is sampled."""
+    from rich.markup import escape
     from rich.table import Table
 
     from certseg.storage import SampleStore, StoreError
@@ -356,7 +363,7 @@ def inspect(store: str = typer.Argument(..., help="A sample store (path or URL).
         _fail(str(error))
     attrs = sample_store.attrs
     console = _console()
-    console.print(f"[bold]store[/] {store}", highlight=False)
+    console.print(f"[bold]store[/] {escape(redact_url(store))}", highlight=False)
     h, w = (int(v) for v in sample_store.image_shapes.max(axis=0))
     for key, value in (
         ("config_id", attrs["config_id"]),

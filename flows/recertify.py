@@ -7,6 +7,7 @@ from typing import Any, Literal
 from prefect import flow
 
 from certseg.aggregate import CertifyParams
+from certseg.redact import check_unredacted, redact_url
 from tasks.certify import aggregate_task, default_out_dir, finalize_task, store_config_task
 
 
@@ -26,7 +27,13 @@ def recertify(
     """Certify the stored samples again with new parameters (None keeps the store's config).
 
     Reads the persisted counts when n is the store's n; a smaller n recounts from the first n
-    stored samples. Returns {"config_id", "store_url", "run_id", "out_dir", "rows"}.
+    stored samples. Returns {"config_id", "store_url", "run_id", "out_dir", "rows"} (store_url
+    redacted).
+
+    storage_options: how to reach the store now (None: none; credentials best from the
+    environment). The store's persisted config has its secrets redacted and its storage_options,
+    tracking URI or Dask address are never used as credentials: where the persisted tracking URI
+    or Dask address held credentials, pass tracking_uri / dask_address (else a clear error).
     """
     options = storage_options or {}
     config, stored_n, health = store_config_task(store_url, options)
@@ -39,6 +46,9 @@ def recertify(
     config = config.model_copy(
         update={"alpha": params.alpha, "tau": params.tau, "correction": params.correction}
     )
+    uri = tracking_uri or config.tracking.uri
+    if track:  # before any work: the persisted URI may be a redacted placeholder
+        check_unredacted(uri, "tracking.uri")
     result = aggregate_task(
         store_url,
         options,
@@ -56,14 +66,14 @@ def recertify(
         health,
         {},
         out_dir or default_out_dir(config, store_url) + "-recertify",
-        tracking_uri or config.tracking.uri,
+        uri,
         None,
         track,
         {"recertify": "true", "recertify.n": str(params.n)},
     )
     return {
-        "config_id": config.config_id,
-        "store_url": store_url,
+        "config_id": outcome.config_id,
+        "store_url": redact_url(store_url),
         "run_id": outcome.run_id,
         "out_dir": outcome.out_dir,
         "rows": outcome.rows,
