@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from certseg.redact import check_unredacted, redact_url
 from certseg.storage import SampleStore, sigma_key
 
 RADIUS_BINS = 250
@@ -269,7 +270,9 @@ def aggregate_store(
     options = dict(storage_options or {})
     store = SampleStore.open(store_url, storage_options=options)
     if params.n > store.n:
-        raise ValueError(f"n={params.n} exceeds the {store.n} estimation samples in {store_url!r}")
+        raise ValueError(
+            f"n={params.n} exceeds the {store.n} estimation samples in {redact_url(store_url)!r}"
+        )
     sigma_list = list(sigmas) if sigmas is not None else list(store.sigmas)
     variant_list = list(variants) if variants is not None else list(store.variants)
     _check_complete(store, sigma_list, variant_list)
@@ -307,7 +310,7 @@ def _check_complete(store: SampleStore, sigmas: Sequence[float], variants: Seque
                 for image in range(store.num_images):
                     if not store.done_blocks(sigma, group, phase, image).all():
                         raise ValueError(
-                            f"store {store.url!r} is not completely sampled: image "
+                            f"store {redact_url(store.url)!r} is not completely sampled: image "
                             f"{store.image_ids[image]!r}, {sigma_key(sigma)}, group {group!r}, "
                             f"phase {phase!r}; run certify (it resumes) first"
                         )
@@ -315,8 +318,9 @@ def _check_complete(store: SampleStore, sigmas: Sequence[float], variants: Seque
             for image in range(store.num_images):
                 if not store.clean_done(segmenter, image):
                     raise ValueError(
-                        f"store {store.url!r} lacks the clean prediction of {segmenter!r} for "
-                        f"image {store.image_ids[image]!r}; run certify (it resumes) first"
+                        f"store {redact_url(store.url)!r} lacks the clean prediction of "
+                        f"{segmenter!r} for image {store.image_ids[image]!r}; run certify (it "
+                        "resumes) first"
                     )
 
 
@@ -331,7 +335,10 @@ def dask_client(
     """A dask.distributed Client: to the scheduler at `address`, else a fresh LocalCluster.
 
     The LocalCluster (and the client) are closed on exit; a remote scheduler is left running.
+    An address holding certseg.redact.REDACTED (from a config certseg saved) raises ValueError.
     """
+    if address:
+        check_unredacted(address, "dask.address")
     distributed: Any = importlib.import_module("dask.distributed")  # untyped library
     Client, LocalCluster = distributed.Client, distributed.LocalCluster
 

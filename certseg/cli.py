@@ -16,6 +16,8 @@ from typing import Any
 
 import typer
 
+from certseg.redact import redact_text, redact_url
+
 app = typer.Typer(
     name="certseg",
     help="Certified semantic segmentation by randomized smoothing with a diffusion denoiser.",
@@ -66,7 +68,10 @@ def repo_root() -> Path:
 
 
 def _fail(message: str) -> None:
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    text = escape(redact_text(message))  # an error may quote a URL with credentials
+    _console(stderr=True).print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
 
 
@@ -121,7 +126,7 @@ def _run_flow(call: Any, verbose: bool) -> Any:
 def _print_tracking(outcome: dict[str, Any], tracking_uri: str) -> None:
     if outcome.get("run_id"):
         note = " — already logged, not logged again" if outcome.get("already_logged") else ""
-        typer.echo(f"MLflow run: {outcome['run_id']} ({tracking_uri}){note}")
+        typer.echo(f"MLflow run: {outcome['run_id']} ({redact_url(tracking_uri)}){note}")
 
 
 def _print_table(rows: list[dict[str, Any]], title: str) -> None:
@@ -231,7 +236,7 @@ def _run_certify(
         typer.echo(f"skipped (--skip-invalid): {file}: {reason}", err=True)
     if not quiet:
         typer.echo(
-            f"store: {outcome['store_url']} (config_id {outcome['config_id'][:12]}; "
+            f"store: {redact_url(outcome['store_url'])} (config_id {outcome['config_id'][:12]}; "
             f"{outcome['sampled_blocks']} blocks sampled, {outcome['skipped_blocks']} resumed)"
         )
         typer.echo(f"results: {outcome['out_dir']}")
@@ -362,7 +367,7 @@ def recertify(
         ),
         verbose,
     )
-    _print_table(outcome["rows"], f"certseg recertify {store}")
+    _print_table(outcome["rows"], f"certseg recertify {redact_url(store)}")
     if not quiet:
         typer.echo(f"results: {outcome['out_dir']}")
         _print_tracking(outcome, tracking_uri or "the store's tracking URI")
@@ -389,7 +394,7 @@ def log_results(
     except ValueError as error:
         _fail(str(error))
     note = " — already logged, not logged again" if record.already_logged else ""
-    typer.echo(f"MLflow run: {record.run_id} ({record.tracking_uri}){note}")
+    typer.echo(f"MLflow run: {record.run_id} ({redact_url(record.tracking_uri)}){note}")
 
 
 @app.command()
@@ -440,6 +445,7 @@ def report(
 @app.command()
 def inspect(store: str = typer.Argument(..., help="A sample store (path or URL).")) -> None:
     """Describe a sample store: config, dataset, layout and how much is sampled."""
+    from rich.markup import escape
     from rich.table import Table
 
     from certseg.storage import SampleStore, StoreError
@@ -450,7 +456,7 @@ def inspect(store: str = typer.Argument(..., help="A sample store (path or URL).
         _fail(str(error))
     attrs = sample_store.attrs
     console = _console()
-    console.print(f"[bold]store[/] {store}", highlight=False)
+    console.print(f"[bold]store[/] {escape(redact_url(store))}", highlight=False)
     h, w = (int(v) for v in sample_store.image_shapes.max(axis=0))
     for key, value in (
         ("config_id", attrs["config_id"]),

@@ -10,6 +10,11 @@ samples (dataset, models used, variants' wiring, σ values, n0, n, seed, denoise
 samples_per_chunk, health set). It excludes α, τ and the correction (recertify may change them),
 labels, batch size, device, threads, shards, store, tracking and Dask settings. Paths are hashed
 as written (no file is read); the model files' sha256s are lineage tags, recorded by tracking.
+
+What certseg persists or logs of a config is `public_dict()` / `to_public_json()` /
+`flat_params()`: storage_options values and URL credentials redacted (certseg.redact). Redaction
+leaves config_id alone: it is computed on the true values, and the store, tracking and Dask
+sections are not part of it anyway.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from certseg.redact import redact_config_dict
 
 Correction = Literal["holm", "bonferroni"]
 DatasetKind = Literal["synthetic", "cityscapes", "pascal_context", "folder"]
@@ -339,13 +346,23 @@ class RunConfig(_Frozen):
         return hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()
 
     def to_json(self) -> str:
-        """The full config as canonical JSON (round-trips through `config_from_dict`)."""
+        """The full config as canonical JSON, secrets included (round-trips through
+        `config_from_dict`; never persist it: use `to_public_json`)."""
         return canonical_json(self.model_dump(mode="json"))
 
+    def public_dict(self) -> dict[str, Any]:
+        """The full config, JSON-ready, with storage_options values and URL credentials replaced
+        by certseg.redact.REDACTED: what certseg writes to disk, MLflow and logs."""
+        return redact_config_dict(self.model_dump(mode="json"))
+
+    def to_public_json(self) -> str:
+        """`public_dict()` as canonical JSON (the store's `config` attribute)."""
+        return canonical_json(self.public_dict())
+
     def flat_params(self) -> dict[str, str]:
-        """The full config flattened to dotted keys → strings (for MLflow params)."""
+        """`public_dict()` flattened to dotted keys → strings (for MLflow params)."""
         out: dict[str, str] = {}
-        _flatten(self.model_dump(mode="json"), "", out)
+        _flatten(self.public_dict(), "", out)
         return out
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from certseg.config import RunConfig
+from certseg.redact import check_unredacted, redact_config_dict, redact_url
 from certseg.storage import PHASES_STORED, SampleStore, StoreTemplate, sigma_key
 
 if TYPE_CHECKING:
@@ -236,12 +237,28 @@ def _base_dir(config: RunConfig) -> Path:
     return Path(config.base_dir) if config.base_dir else Path.cwd()
 
 
+def store_location(
+    config: RunConfig,
+    store_url: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The store URL and storage_options a step uses: the arguments, else the config's.
+
+    Raises ValueError when either holds certseg.redact.REDACTED (a config certseg saved with its
+    secrets removed, run again): the placeholder is never sent to the storage backend.
+    """
+    url = check_unredacted(store_url or config.store.url, "store.url")
+    chosen = storage_options if storage_options is not None else config.store.storage_options
+    options = check_unredacted(dict(chosen), "store.storage_options")
+    return url, options
+
+
 @dataclass(frozen=True)
 class PreparedStore:
     """The store a run writes to, created and checked; what later steps need to find it."""
 
     url: str
-    storage_options: dict[str, Any]
+    storage_options: dict[str, Any] = field(repr=False)  # may hold credentials
     config_id: str
     num_images: int
     num_classes: int
@@ -271,8 +288,7 @@ def prepare_store(
     """
     from certseg.data.registry import validate_dataset
 
-    url = store_url or config.store.url
-    options = dict(storage_options if storage_options is not None else config.store.storage_options)
+    url, options = store_location(config, store_url, storage_options)
     dataset = open_run_dataset(config)
     report = validate_dataset(dataset, num_classes=num_classes)
     dataset = report.dataset
@@ -290,7 +306,7 @@ def prepare_store(
     shapes = _image_shapes(dataset, manifest)
     template = StoreTemplate(
         config_id=config.config_id,
-        config_json=config.to_json(),
+        config_json=config.to_public_json(),  # secrets redacted; config_id is unaffected
         code_version=code_version(),
         manifest_sha256=manifest.sha256,
         dataset_name=dataset.name,
@@ -426,8 +442,7 @@ def sample_shard(
     sampler: `certseg.sampling.sample_class_maps` by default (tests pass a counting stand-in).
     progress: called with the number of samples of each finished block (skipped blocks too).
     """
-    url = store_url or config.store.url
-    options = dict(storage_options if storage_options is not None else config.store.storage_options)
+    url, options = store_location(config, store_url, storage_options)
     store = SampleStore.open(url, storage_options=options, config_id=config.config_id)
     models = models or load_models(config)
     sampler = sampler or _default_sampler()
@@ -441,7 +456,7 @@ def sample_shard(
         image_id = store.image_ids[image]
         if image_id not in positions:
             raise ValueError(
-                f"image {image_id!r} of store {url!r} is not in the dataset "
+                f"image {image_id!r} of store {redact_url(url)!r} is not in the dataset "
                 f"{dataset.name!r} any more"
             )
         example = None
@@ -538,8 +553,7 @@ def run_health_check(
 
     Results are stored per held-out image, so a re-run only measures what is missing.
     """
-    url = store_url or config.store.url
-    options = dict(storage_options if storage_options is not None else config.store.storage_options)
+    url, options = store_location(config, store_url, storage_options)
     store = SampleStore.open(url, storage_options=options, config_id=config.config_id)
     health = open_health_dataset(config)
     if health is None:
@@ -560,7 +574,7 @@ def run_health_check(
         for index, image_id in enumerate(store.health_ids):
             if image_id not in positions:
                 raise ValueError(
-                    f"health image {image_id!r} of store {url!r} is not in the dataset "
+                    f"health image {image_id!r} of store {redact_url(url)!r} is not in the dataset "
                     f"{health.name!r} any more"
                 )
             example = None
@@ -625,16 +639,18 @@ def read_health_results(store: SampleStore, config: RunConfig) -> list[HealthRes
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """A finished certification: the results rows, the output folder and the MLflow run id.
+    """A finished certification: the results rows, the output folder, the MLflow run id and the
+    store's config_id.
 
-    already_logged: the same run (config, store, α, τ, correction, n) was logged before and was
-    not logged again. tracking_error: why tracking failed (the results folder is complete and
-    `certseg log <out_dir>` logs it later); None when tracking worked or was off.
+    already_logged: the same run (config, store, α, τ, correction, n, results) was logged before
+    and was not logged again. tracking_error: why tracking failed (the results folder is
+    complete and `certseg log <out_dir>` logs it later); None when tracking worked or was off.
     """
 
     rows: list[dict[str, Any]]
     out_dir: str
     run_id: str | None
+    config_id: str = ""
     already_logged: bool = False
     tracking_error: str | None = None
 
@@ -671,14 +687,16 @@ def finalize_run(
 ) -> RunOutcome:
     """Build the results rows, write Parquet/CSV/plots/config to out_dir, log it all to MLflow.
 
-    result: a certseg.aggregate.AggregateResult. track=False skips MLflow.
+    result: a certseg.aggregate.AggregateResult. track=False skips MLflow. Nothing written or
+    logged holds a secret: config.yaml is `config.public_dict()`, config.original.yaml is
+    `config_file` parsed and re-written with the same redaction (its comments are not kept), the
+    store_url tag and the params are redacted (certseg.redact). The config_id tag is the store's.
     """
     import yaml
 
     from certseg.report import build_rows, markdown_table, write_plots, write_results
 
-    url = store_url or config.store.url
-    options = dict(storage_options if storage_options is not None else config.store.storage_options)
+    url, options = store_location(config, store_url, storage_options)
     store = SampleStore.open(url, storage_options=options, read_only=True)
     rows = build_rows(
         config,
@@ -703,23 +721,23 @@ def finalize_run(
     )
     del plots
     config_copy = folder / "config.yaml"
-    config_copy.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    config_copy.write_text(yaml.safe_dump(config.public_dict(), sort_keys=False))
     skipped = [list(item) for item in store.attrs.get("skipped_files", [])]
     skipped_json = folder / "skipped_files.json"
     if skipped:  # skip_invalid dropped these (file, reason) before sampling
         skipped_json.write_text(json.dumps(skipped, indent=1) + "\n")
     if not track:
-        return RunOutcome(rows=rows, out_dir=str(folder), run_id=None)
+        return RunOutcome(rows=rows, out_dir=str(folder), run_id=None, config_id=store.config_id)
     from certseg.tracking import TRACKING_FILE, TrackingError, file_sha256, log_run, run_key
 
-    uri = tracking_uri or config.tracking.uri
+    uri = check_unredacted(tracking_uri or config.tracking.uri, "tracking.uri")
     tags = {
-        "config_id": config.config_id,
+        "config_id": store.config_id,
         "code_version": code_version(),
         "store_code_version": str(store.attrs.get("code_version", "")),
         "dataset_manifest_sha256": str(store.attrs.get("dataset_manifest_sha256", "")),
         "health_manifest_sha256": str(store.attrs.get("health_manifest_sha256", "")),
-        "store_url": url,
+        "store_url": redact_url(url),
         "certify.alpha": str(params.alpha),
         "certify.tau": str(params.tau),
         "certify.correction": params.correction,
@@ -736,12 +754,11 @@ def finalize_run(
         artifacts.append(skipped_json)
     if config_file is not None and Path(config_file).is_file():
         original = folder / "config.original.yaml"
-        original.write_bytes(Path(config_file).read_bytes())
+        original.write_text(_redacted_yaml(Path(config_file)))
         artifacts.append(original)
     key = run_key(
-        config_id=config.config_id,
-        store_url=url,
-        store_config_id=str(store.attrs.get("config_id", "")),
+        config_id=store.config_id,
+        store_url=redact_url(url),
         alpha=params.alpha,
         tau=params.tau,
         correction=params.correction,
@@ -752,7 +769,7 @@ def finalize_run(
     experiment, name = config.tracking.experiment, run_name or config.name
     flat_params = config.flat_params()
     record: dict[str, Any] = {
-        "tracking_uri": uri,
+        "tracking_uri": redact_url(uri),
         "experiment": experiment,
         "run_name": name,
         "key": key,
@@ -779,6 +796,7 @@ def finalize_run(
             rows=rows,
             out_dir=str(folder),
             run_id=None,
+            config_id=store.config_id,
             tracking_error=(
                 f"{error}. The results are complete in {folder}; log them later with "
                 f"`certseg log {folder} --tracking-uri <uri>`"
@@ -788,5 +806,17 @@ def finalize_run(
         rows=rows,
         out_dir=str(folder),
         run_id=logged.run_id,
+        config_id=store.config_id,
         already_logged=logged.already_logged,
     )
+
+
+def _redacted_yaml(config_file: Path) -> str:
+    """The user's config file as parsed, re-written as YAML with its secrets redacted (key order
+    kept, comments dropped: a comment may hold anything, so the bytes are never copied)."""
+    import yaml
+
+    data = yaml.safe_load(config_file.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(config_file)!r}: expected a mapping at the top level")
+    return yaml.safe_dump(redact_config_dict(data), sort_keys=False, allow_unicode=True)

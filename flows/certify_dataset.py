@@ -3,7 +3,6 @@ aggregate with Dask → report and MLflow. Re-running the same config resumes.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, cast
 
 from prefect import flow
@@ -11,7 +10,8 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from certseg.aggregate import CertifyParams
-from certseg.pipeline import sampling_rates
+from certseg.pipeline import sampling_rates, store_location
+from certseg.redact import redact_url
 from tasks.certify import (
     aggregate_task,
     check_tracking_task,
@@ -53,7 +53,12 @@ def certify_dataset(
     instead — this flow runs again as a subflow with prefect-dask's DaskTaskRunner, so a deployment
     can choose it by a parameter; the Dask workers must reach this run's Prefect API (a standing
     server). From Python, `certify_dataset.with_options(task_runner=DaskTaskRunner(address))` is
-    the same. Returns {"config_id", "store_url", "run_id", "out_dir", "rows", ...}.
+    the same. Returns {"config_id", "store_url", "run_id", "out_dir", "rows", ...} (store_url
+    with any credentials redacted).
+
+    Prefect records every parameter of a flow run in its database (and shows it in the UI): give
+    credentials through the environment of the worker and Dask workers (AWS_* / AWS_PROFILE,
+    MLFLOW_TRACKING_USERNAME/PASSWORD), never in store_url, storage_options or tracking_uri.
     """
     cfg = load_config_task(config, base_dir, skip_invalid)
     if sample_on_dask:
@@ -79,10 +84,7 @@ def certify_dataset(
             skip_invalid=skip_invalid,
             track=track,
         )
-    url = store_url or cfg.store.url
-    options: Mapping[str, Any] = (
-        storage_options if storage_options is not None else cfg.store.storage_options
-    )
+    url, options = store_location(cfg, store_url, storage_options)
     if track:  # a broken tracking store fails here, before any sampling
         check_tracking_task(tracking_uri or cfg.tracking.uri)
     prepared = prepare_store_task(cfg, url, options)
@@ -114,7 +116,7 @@ def certify_dataset(
     )
     return {
         "config_id": cfg.config_id,
-        "store_url": url,
+        "store_url": redact_url(url),
         "run_id": outcome.run_id,
         "already_logged": outcome.already_logged,
         "tracking_error": outcome.tracking_error,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from prefect import flow
 
 from certseg.aggregate import CertifyParams
+from certseg.redact import check_unredacted, redact_url
 from tasks.certify import (
     aggregate_task,
     check_tracking_task,
@@ -33,15 +34,18 @@ def recertify(
 
     Reads the persisted counts when n is the store's n; a smaller n recounts from the first n
     stored samples. Returns {"config_id", "store_url", "run_id", "already_logged",
-    "tracking_error", "out_dir", "rows"}.
+    "tracking_error", "out_dir", "rows"} (store_url redacted).
 
     The guarantee holds for α, τ, correction and n fixed before the samples are looked at:
     choosing them after seeing results (trying several and reporting the best) voids it.
+
+    storage_options: how to reach the store now (None: none; credentials best from the
+    environment). The store's persisted config has its secrets redacted and its storage_options,
+    tracking URI or Dask address are never used as credentials: where the persisted tracking URI
+    or Dask address held credentials, pass tracking_uri / dask_address (else a clear error).
     """
     options = storage_options or {}
     config, stored_n, health = store_config_task(store_url, options)
-    if track:
-        check_tracking_task(tracking_uri or config.tracking.uri)
     params = CertifyParams(
         n=n or stored_n,
         alpha=alpha if alpha is not None else config.alpha,
@@ -51,6 +55,10 @@ def recertify(
     config = config.model_copy(
         update={"alpha": params.alpha, "tau": params.tau, "correction": params.correction}
     )
+    uri = tracking_uri or config.tracking.uri
+    if track:  # before any work: the persisted URI may be a redacted placeholder
+        check_unredacted(uri, "tracking.uri")
+        check_tracking_task(uri)
     result = aggregate_task(
         store_url,
         options,
@@ -68,14 +76,14 @@ def recertify(
         health,
         {},
         out_dir or default_out_dir(config, store_url) + "-recertify",
-        tracking_uri or config.tracking.uri,
+        uri,
         None,
         track,
         {"recertify": "true", "recertify.n": str(params.n)},
     )
     return {
-        "config_id": config.config_id,
-        "store_url": store_url,
+        "config_id": outcome.config_id,
+        "store_url": redact_url(store_url),
         "run_id": outcome.run_id,
         "already_logged": outcome.already_logged,
         "tracking_error": outcome.tracking_error,

@@ -34,6 +34,7 @@ from certseg.pipeline import (
     run_health_check,
     sample_shard,
 )
+from certseg.redact import redact_url
 from certseg.storage import SampleStore
 
 _PROGRESS: list[Callable[[int], None]] = []
@@ -125,7 +126,7 @@ def prepare_store_task(
     )
     get_run_logger().info(
         "store %s %s (%d images, config_id %s)",
-        store_url,
+        redact_url(store_url),
         "created" if prepared.created else "reopened",
         prepared.num_images,
         config.config_id[:12],
@@ -268,9 +269,13 @@ def finalize_task(
 def store_config_task(
     store_url: str, storage_options: Mapping[str, Any]
 ) -> tuple[RunConfig, int, list[HealthResult]]:
-    """The config a store was written under, its n, and its stored health results."""
+    """The config a store was written under (as persisted: secrets redacted), its n, and its
+    stored health results. The store is opened with the caller's storage_options, never the
+    persisted (redacted) ones."""
     store = SampleStore.open(store_url, storage_options=storage_options, read_only=True)
-    config = config_from_dict(json.loads(store.attrs["config"]), source=f"store {store_url}")
+    config = config_from_dict(
+        json.loads(store.attrs["config"]), source=f"store {redact_url(store_url)}"
+    )
     return config, store.n, read_health_results(store, config)
 
 

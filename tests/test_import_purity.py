@@ -33,7 +33,7 @@ def _heavy_modules_loaded_by(module: str, heavy: tuple[str, ...]) -> list[str]:
     return loaded
 
 
-@pytest.mark.parametrize("module", ["certseg.stats", "certseg.data.base"])
+@pytest.mark.parametrize("module", ["certseg.stats", "certseg.data.base", "certseg.redact"])
 def test_pure_module_loads_no_heavy_framework(module: str) -> None:
     assert _heavy_modules_loaded_by(module, HEAVY) == []
 

@@ -37,7 +37,7 @@ def test_finalize_logs_params_tags_metrics_artifacts(tmp_path: Path) -> None:
     run = read_run(outcome.run_id, tracking_uri=uri)
     assert run.params["tau"] == "0.6" and run.params["variants.1.name"] == "v2"
     assert run.params["dataset.kind"] == "synthetic"
-    assert run.tags["config_id"] == config.config_id
+    assert run.tags["config_id"] == store.config_id  # the samples' identity (the store's)
     assert run.tags["dataset_manifest_sha256"] == "m"
     assert (
         run.tags["model_sha256/segmenter/s/model.safetensors"]

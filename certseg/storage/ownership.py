@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from certseg.redact import redact_url
+
 LOCK_PREFIX = "certseg-lock."
 _LOCK_NAME = re.compile(r"^certseg-lock\.(\d+)\.json(\.tmp)?$")
 
@@ -183,8 +185,9 @@ class StoreLocation:
 
     @property
     def where(self) -> str:
-        """The location as messages name it: the URL quoted (a local path also made absolute)."""
-        return repr(self.url)
+        """The location as messages name it: the URL quoted, credentials redacted (a local path
+        also made absolute)."""
+        return repr(redact_url(self.url))
 
     def kind(self) -> Literal["absent", "file", "under_file", "dir"]:
         """absent, dir, file (a file or object at the URL), under_file (a parent is a file)."""

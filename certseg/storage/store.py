@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from certseg.redact import redact_url
 from certseg.storage.layout import (
     LAYOUT_VERSION,
     PHASES_STORED,
@@ -86,8 +87,8 @@ def _check_ownership(url: str, location: StoreLocation, state: StoreState, confi
     # config_id None: only half-written lock objects (a creator killed within microseconds)
     if state.kind == "certseg" and state.config_id not in (None, config_id):
         raise StoreMismatchError(
-            f"store {url!r} was written under config_id {state.config_id}, but this run's "
-            f"config_id is {config_id}; use another store URL (nothing was overwritten)"
+            f"store {redact_url(url)!r} was written under config_id {state.config_id}, but this "
+            f"run's config_id is {config_id}; use another store URL (nothing was overwritten)"
         )
 
 
@@ -116,7 +117,9 @@ def _root_attrs(url: str, storage_options: Mapping[str, Any] | None) -> dict[str
     except Exception as error:  # a path that exists but is not a group, unreadable metadata
         if "not found" in str(error).lower() or "no group" in str(error).lower():
             return None
-        raise StoreError(f"store {url!r}: cannot read it as a zarr group: {error}") from error
+        raise StoreError(
+            f"store {redact_url(url)!r}: cannot read it as a zarr group: {error}"
+        ) from error
     return dict(group.attrs)
 
 
@@ -297,20 +300,24 @@ class SampleStore:
 
         attrs = _root_attrs(url, storage_options)
         if attrs is None:
-            raise StoreError(f"no sample store at {url!r}")
+            raise StoreError(f"no sample store at {redact_url(url)!r}")
         if "config_id" not in attrs:
-            raise StoreError(f"{url!r} is not a certseg sample store (no config_id attribute)")
+            raise StoreError(
+                f"{redact_url(url)!r} is not a certseg sample store (no config_id attribute)"
+            )
         if attrs.get("layout_version") != LAYOUT_VERSION:
             raise StoreError(
-                f"store {url!r} has layout_version {attrs.get('layout_version')}, this code "
-                f"reads {LAYOUT_VERSION}"
+                f"store {redact_url(url)!r} has layout_version {attrs.get('layout_version')}, "
+                f"this code reads {LAYOUT_VERSION}"
             )
         if not attrs.get("template_complete"):
-            raise StoreError(f"store {url!r} was not completely created (no template_complete)")
+            raise StoreError(
+                f"store {redact_url(url)!r} was not completely created (no template_complete)"
+            )
         if config_id is not None and attrs["config_id"] != config_id:
             raise StoreMismatchError(
-                f"store {url!r} was written under config_id {attrs['config_id']}, but this run's "
-                f"config_id is {config_id}"
+                f"store {redact_url(url)!r} was written under config_id {attrs['config_id']}, but "
+                f"this run's config_id is {config_id}"
             )
         store = open_zarr_store(url, storage_options, read_only=read_only)
         group = zarr.open_group(store, mode="r" if read_only else "r+")
@@ -323,7 +330,7 @@ class SampleStore:
             try:
                 self._arrays[path] = self.group[path]
             except KeyError:
-                raise StoreError(f"store {self.url!r} has no array {path!r}") from None
+                raise StoreError(f"store {redact_url(self.url)!r} has no array {path!r}") from None
         return self._arrays[path]
 
     @property
@@ -577,7 +584,7 @@ def _check_same_content(url: str, attrs: Mapping[str, Any], template: StoreTempl
         stored = str(attrs.get(key, ""))
         if stored != now:
             raise StoreMismatchError(
-                f"store {url!r} was written with {what} sha256 {stored or '(none)'}, but this "
-                f"run's is {now or '(none)'}: the files changed under the same config; use "
-                "another store URL (nothing was overwritten)"
+                f"store {redact_url(url)!r} was written with {what} sha256 {stored or '(none)'}, "
+                f"but this run's is {now or '(none)'}: the files changed under the same config; "
+                "use another store URL (nothing was overwritten)"
             )

@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
-# Shared settings and helpers for infra/local/*.sh. Sourced, not run. Loopback (127.0.0.1) only.
+# Shared settings and helpers for infra/local/*.sh. Sourced, not run.
+#
+# Every service binds $CERTSEG_BIND_HOST, default 127.0.0.1 (loopback: nothing outside this machine
+# can reach it). None of them authenticates as started here: an open Dask scheduler runs anyone's
+# code, an open Prefect API starts any deployment with any parameters. Bind another address only
+# on a private network, after reading "Exposing beyond one machine safely" in infra/README.md.
 #
 # Every service runs in the background in its own session (setsid), with its PID in
 # $CERTSEG_INFRA_STATE/NAME.pid and its output in $CERTSEG_INFRA_STATE/NAME.log; `down.sh` stops
@@ -10,7 +15,12 @@ INFRA_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$INFRA_DIR/../.." && pwd)
 VENV_BIN=${CERTSEG_VENV_BIN:-$REPO_ROOT/.venv/bin}
 STATE_DIR=${CERTSEG_INFRA_STATE:-${TMPDIR:-/tmp}/certseg-infra}
-HOST=127.0.0.1
+BIND_HOST=${CERTSEG_BIND_HOST:-127.0.0.1}
+# The address clients on this machine use: loopback when binding every interface.
+case "$BIND_HOST" in
+  0.0.0.0 | :: | "[::]") HOST=127.0.0.1 ;;
+  *) HOST=$BIND_HOST ;;
+esac
 
 PREFECT_PORT=${CERTSEG_PREFECT_PORT:-4200}
 DASK_PORT=${CERTSEG_DASK_PORT:-8786}
@@ -36,6 +46,15 @@ mkdir -p "$STATE_DIR"
 
 log() { printf '[certseg-infra] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+case "$BIND_HOST" in
+  127.* | localhost | ::1) ;;
+  *)
+    log "warning: binding $BIND_HOST (CERTSEG_BIND_HOST), not loopback: these services have no" \
+      "authentication or TLS as started here; see infra/README.md," \
+      "'Exposing beyond one machine safely'"
+    ;;
+esac
 
 need_bin() {
   [[ -x "$VENV_BIN/$1" ]] || die "$VENV_BIN/$1 not found: run \`make install-dev\` first (or set CERTSEG_VENV_BIN)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The MLflow tracking server on 127.0.0.1:$CERTSEG_MLFLOW_PORT (default 5000): run metadata in SQLite
+# The MLflow tracking server on $CERTSEG_BIND_HOST (default 127.0.0.1) port $CERTSEG_MLFLOW_PORT
+# (default 5000; no authentication as started here): run metadata in SQLite
 # ($CERTSEG_INFRA_STATE/mlflow.db), artifacts proxied by the server to $CERTSEG_MLFLOW_ARTIFACTS
 # (default s3://$CERTSEG_S3_BUCKET/mlflow-artifacts on the local S3 API of s3.sh, which must run
 # first; any s3:// or local path works). Clients only need MLFLOW_TRACKING_URI / the tracking URI.
@@ -15,7 +16,7 @@ if [[ "$ARTIFACTS" == s3://* ]]; then
   export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
 fi
 
-start_bg mlflow "$VENV_BIN/mlflow" server --host "$HOST" --port "$MLFLOW_PORT" --workers 1 \
+start_bg mlflow "$VENV_BIN/mlflow" server --host "$BIND_HOST" --port "$MLFLOW_PORT" --workers 1 \
   --backend-store-uri "sqlite:///$STATE_DIR/mlflow.db" \
   --artifacts-destination "$ARTIFACTS"
 wait_for mlflow "tracking server on $MLFLOW_URL" http_ok "$MLFLOW_URL/health"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A standing Prefect server on 127.0.0.1:$CERTSEG_PREFECT_PORT (default 4200; UI at
-# http://127.0.0.1:4200), with its own PREFECT_HOME (SQLite database inside it), the process work
-# pool $CERTSEG_WORK_POOL (default certseg-process), and one `prefect worker start` polling it.
+# A standing Prefect server on $CERTSEG_BIND_HOST (default 127.0.0.1) port $CERTSEG_PREFECT_PORT
+# (default 4200; UI at http://127.0.0.1:4200; no authentication unless the environment sets
+# PREFECT_SERVER_API_AUTH_STRING, see infra/README.md), with its own PREFECT_HOME (SQLite database
+# inside it), the process work pool $CERTSEG_WORK_POOL (default certseg-process), and one
+# `prefect worker start` polling it.
 #
 # The worker runs each flow run as a subprocess of itself, with the worker's environment: it
 # gets CERTSEG_ROOT (this checkout; prefect.yaml's pull step changes into it) and inherits the
@@ -13,7 +15,7 @@ export PREFECT_HOME=${CERTSEG_PREFECT_HOME:-$STATE_DIR/prefect-home}
 mkdir -p "$PREFECT_HOME"
 unset PREFECT_API_URL  # the server itself must not point at another server
 
-start_bg prefect-server "$VENV_BIN/prefect" server start --host "$HOST" --port "$PREFECT_PORT"
+start_bg prefect-server "$VENV_BIN/prefect" server start --host "$BIND_HOST" --port "$PREFECT_PORT"
 wait_for prefect-server "API on $PREFECT_URL" http_ok "$PREFECT_URL/health"
 
 export PREFECT_API_URL=$PREFECT_URL

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A local S3 API for trials: moto's server on 127.0.0.1:$CERTSEG_S3_PORT (default 5555) with bucket
-# $CERTSEG_S3_BUCKET (default certseg). In memory: everything is gone when it stops.
+# A local S3 API for trials: moto's server on $CERTSEG_BIND_HOST (default 127.0.0.1) port
+# $CERTSEG_S3_PORT (default 5555) with bucket $CERTSEG_S3_BUCKET (default certseg). In memory:
+# everything is gone when it stops. moto accepts any credentials: never expose it.
 # Prints the environment a flow, a Dask worker or the MLflow server needs to reach it.
 source "$(dirname "$0")/lib.sh"
 need_bin python
@@ -9,7 +10,7 @@ export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-testing}
 export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-testing}
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
 
-start_bg s3 "$VENV_BIN/python" -m moto.server -H "$HOST" -p "$S3_PORT"
+start_bg s3 "$VENV_BIN/python" -m moto.server -H "$BIND_HOST" -p "$S3_PORT"
 wait_for s3 "S3 API on $S3_ENDPOINT" http_ok "$S3_ENDPOINT/moto-api/"
 
 "$VENV_BIN/python" - "$S3_ENDPOINT" "$S3_BUCKET" <<'PY'

@@ -41,6 +41,66 @@ def test_scripts_exist_and_parse() -> None:
             assert os.access(script, os.X_OK), f"{script.name} is not executable"
 
 
+# A bind address on a command line: `--host X`, `-H X`, `--dashboard-address X`, `--listen-address`.
+_BIND_FLAG = re.compile(r"(?:--host|-H|--dashboard-address|--listen-address)[ =](\S+)")
+
+
+def test_every_service_binds_the_bind_variable_default_loopback(tmp_path: Path) -> None:
+    """Item 7 of issue 13: no script binds a literal address; the variable defaults to 127.0.0.1,
+    and another value is honoured (loopback kept for local clients) with a warning."""
+    flags = []
+    for script in SCRIPTS:
+        for line in script.read_text().replace("\\\n", " ").splitlines():  # joined continuations
+            if "start_bg " not in line or line.lstrip().startswith("#"):
+                continue  # only the commands that start a service
+            for value in _BIND_FLAG.findall(line):
+                flags.append(value)
+                assert value.strip('"').startswith(("$BIND_HOST", "$HOST")), (script.name, line)
+    assert len(flags) == 6  # prefect, dask scheduler + dashboard + workers, mlflow, moto
+    lib = REPO_ROOT / "infra" / "local" / "lib.sh"
+    base = {k: v for k, v in os.environ.items() if k != "CERTSEG_BIND_HOST"}
+
+    def hosts(**env: str) -> tuple[str, str]:
+        full = dict(base, CERTSEG_INFRA_STATE=str(tmp_path / "state"), **env)
+        done = subprocess.run(
+            ["bash", "-c", f'source "{lib}"; echo "$BIND_HOST $HOST"'],
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip(), done.stderr
+
+    assert hosts() == ("127.0.0.1 127.0.0.1", "")
+    out, warning = hosts(CERTSEG_BIND_HOST="0.0.0.0")
+    assert out == "0.0.0.0 127.0.0.1" and "not loopback" in warning
+    out, warning = hosts(CERTSEG_BIND_HOST="10.0.0.5")
+    assert out == "10.0.0.5 10.0.0.5" and "Exposing beyond one machine safely" in warning
+
+
+def test_readme_commands_bind_loopback() -> None:
+    """Every command block of infra/README.md binds 127.0.0.1; the page says how to expose each
+    engine safely."""
+    readme = (REPO_ROOT / "infra" / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, flags=re.DOTALL)
+    commands = "\n".join(blocks)
+    assert "0.0.0.0" not in commands
+    binds = _BIND_FLAG.findall(commands)
+    assert len(binds) >= 4 and all(v.startswith("127.0.0.1") for v in binds), binds
+    section = readme.split("## Exposing beyond one machine safely", 1)[1].split("\n## ", 1)[0]
+    for needed in (
+        "**Dask**",
+        "REQUIRE_ENCRYPTION",
+        "**Prefect server**",
+        "PREFECT_SERVER_API_AUTH_STRING",
+        "**MLflow**",
+        "basic-auth",
+        "**MinIO / S3**",
+    ):
+        assert needed in section, needed
+
+
 def _run_cluster_deployment(exports: dict[str, str], tmp_path: Path) -> None:
     import s3fs
 
