@@ -312,6 +312,9 @@ def relog_results(folder: Path, *, tracking_uri: str | None = None) -> RunRecord
         dirs = {name: folder / sub for name, sub in record["artifact_dirs"].items()}
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{record_file}: not a certseg tracking record ({error})") from None
+    from certseg.redact import check_unredacted
+
+    check_unredacted(uri, f"{record_file}: tracking_uri (pass --tracking-uri)")
     missing = [str(p) for p in [*files, *dirs.values()] if not p.exists()]
     if missing:
         raise ValueError(f"{record_file}: listed results are missing: {', '.join(missing)}")

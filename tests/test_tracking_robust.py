@@ -202,3 +202,15 @@ def test_lost_worker_and_out_of_memory_are_transient() -> None:
 
     assert is_transient(KilledWorker("task", "worker", 3))
     assert is_transient(torch.OutOfMemoryError("CUDA out of memory"))
+
+
+def test_relog_refuses_a_redacted_tracking_uri(tmp_path: Path) -> None:
+    import json
+
+    outcome = _finalize(tmp_path, f"sqlite:///{tmp_path / 'm.db'}")
+    record_file = Path(outcome.out_dir) / "tracking.json"
+    record = json.loads(record_file.read_text())
+    record["tracking_uri"] = "http://user:***redacted***@mlflow.invalid:5000"
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="pass --tracking-uri"):
+        relog_results(Path(outcome.out_dir))
