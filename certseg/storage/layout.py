@@ -8,7 +8,7 @@ contiguous image range) owns whole chunks and concurrent writers never share one
     targets                                    (image, y, x)          int32   chunks (1, H, W)
     samples/<sigma>/<variant>/selection        (image, sample, y, x)  u8|u16  chunks (1, b0, H, W)
     samples/<sigma>/<variant>/estimation       (image, sample, y, x)  u8|u16  chunks (1, b, H, W)
-    done/<sigma>/<group>/selection|estimation  (image, block)         uint8   chunks (1, blocks)
+    done/<sigma>/<group>/selection|estimation  (image, block)         uint8   chunks (1, 1)
     clean/<segmenter>                          (image, y, x)          u8|u16  chunks (1, H, W)
     done/clean/<segmenter>                     (image,)               uint8   chunks (1,)
     counts/<sigma>/<variant>/labels_selected   (image, y, x)          int32   chunks (1, H, W)
@@ -16,6 +16,10 @@ contiguous image range) owns whole chunks and concurrent writers never share one
     counts/<sigma>/<variant>/labels_smoothed   (image, y, x)          int32   chunks (1, H, W)
     counts/<sigma>/<variant>/n                 (image,)               int32   chunks (1,)
     health/<sigma>/<variant>                   (health_image, field)  int64   chunks (1, 2)
+
+Each completion flag is its own chunk, so two runs sampling the same image at once (identical
+writes of identical samples) never erase each other's flags; stores made with one flags chunk
+per image (chunks (1, blocks)) read and resume the same.
 
 <sigma> is `sigma_key(σ)` ("sigma_0.25"); <group> is a denoiser key or "none". b0 = min(n0,
 samples_per_chunk), b = min(n, samples_per_chunk). targets hold the dataset's ignore_index outside
@@ -213,7 +217,7 @@ class StoreTemplate:
                         ArraySpec(
                             f"done/{key}/{group}/{phase}",
                             (num, blocks),
-                            (1, blocks),
+                            (1, 1),
                             "uint8",
                             0,
                             DIMENSIONS["done"],

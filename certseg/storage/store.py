@@ -466,15 +466,16 @@ class SampleStore:
         return done
 
     def mark_done(self, sigma: float, group: str, phase: str, image: int, block: int) -> None:
-        """Flag one sample block complete (after its data is written, by the same owner).
+        """Flag one sample block complete (after its data is written, by the same writer).
 
-        The flags of an image are one chunk; only the owner of the image writes them.
+        Each flag is its own chunk (layout), so flagging never rewrites another block's flag:
+        two runs sampling one image at once cannot erase each other's flags.
         """
         image = self._check_image(image)
         array = self._array(self._done_path(sigma, group, phase))
-        flags = np.asarray(array[image]).copy()
-        flags[block] = 1
-        array[image] = flags
+        if not 0 <= block < array.shape[1]:
+            raise ValueError(f"block must be in [0, {array.shape[1]}), got {block}")
+        array[image, block] = 1
 
     # --- clean predictions ---------------------------------------------------------------
 

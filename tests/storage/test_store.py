@@ -99,7 +99,7 @@ def test_layout_is_frozen(store: SampleStore) -> None:
             "uint8",
             ("image", "sample", "y", "x"),
         ),
-        "done/sigma_0.25/none/estimation": ((3, 3), (1, 3), "uint8", ("image", "block")),
+        "done/sigma_0.25/none/estimation": ((3, 3), (1, 1), "uint8", ("image", "block")),
         "done/sigma_0.5/ddpm/selection": ((3, 1), (1, 1), "uint8", ("image", "block")),
         "clean/s2": ((3, 8, 8), (1, 8, 8), "uint8", ("image", "y", "x")),
         "done/clean/s1": ((3,), (1,), "uint8", ("image",)),
@@ -292,3 +292,35 @@ def test_concurrent_writers_of_different_chunks_lose_nothing(store: SampleStore)
         for start, stop in reopened.blocks("estimation"):
             maps = reopened.read_samples(0.5, "den", "estimation", image, start, stop)
             assert (maps == (image + start) % 4).all() and maps.shape == (stop - start, h, w)
+
+
+def test_concurrent_flags_of_one_image_are_all_kept(store: SampleStore) -> None:
+    """Two runs of one config sampling the same image at once (the same samples, written twice)
+    flag different blocks at the same moment: every flag must survive (one chunk per flag).
+    With one flags chunk per image, read-modify-write lost flags here."""
+    import threading
+
+    blocks = len(store.blocks("estimation"))
+    flags: Any = store.group["done/sigma_0.25/none/estimation"]
+    lost = 0
+    for _ in range(30):
+        flags[...] = 0
+        barrier = threading.Barrier(blocks * store.num_images)
+
+        def flag(image: int, block: int, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            store.mark_done(0.25, "none", "estimation", image, block)
+
+        threads = [
+            threading.Thread(target=flag, args=(image, block))
+            for image in range(store.num_images)
+            for block in range(blocks)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        lost += int((np.asarray(flags[...]) == 0).sum())
+    assert lost == 0
+    with pytest.raises(ValueError, match="block must be in"):
+        store.mark_done(0.25, "none", "estimation", 0, blocks)
