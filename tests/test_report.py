@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pipeline_fixtures import fill_toy_store
 
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.config import RunConfig, config_from_dict
@@ -22,6 +21,7 @@ from certseg.report import (
     write_results,
 )
 from certseg.stats import ABSTAIN, ConfusionAccumulator, certify_pixels
+from tests.pipeline_fixtures import fill_toy_store
 
 
 def toy_config(store: str) -> RunConfig:

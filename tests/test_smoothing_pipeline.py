@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_fixtures import make_models_dir, tiny_config_dict
 
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.config import config_from_dict
@@ -21,6 +20,7 @@ from certseg.pipeline import load_models, open_run_dataset, plan_shards, prepare
 from certseg.smoothing import SmoothedSegmenter
 from certseg.stats import ABSTAIN, ConfusionAccumulator, certify_pixels
 from certseg.storage import SampleStore
+from tests.pipeline_fixtures import make_models_dir, tiny_config_dict
 
 # n = 24 (not the tiny config's 8): with n = 8 no pixel of a 32×32 image can be certified at
 # α = 0.1, τ = 0.6 (the smallest p-value 0.6⁸ ≈ 0.017 exceeds α / 1024), and an all-abstain
