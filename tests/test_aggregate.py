@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_fixtures import fill_toy_store as _fill
 
 from certseg.aggregate import (
     CertifyParams,
@@ -24,6 +23,7 @@ from certseg.stats import (
     select_labels,
 )
 from certseg.storage import SampleStore
+from tests.pipeline_fixtures import fill_toy_store as _fill
 
 C = 5
 

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from pipeline_fixtures import fill_toy_store
-from test_report import toy_config
 from typer.testing import CliRunner
 
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.cli import app
 from certseg.pipeline import finalize_run
+from tests.pipeline_fixtures import fill_toy_store
+from tests.test_report import toy_config
 
 runner = CliRunner(env={"COLUMNS": "200"})
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_fixtures import CountingSampler, make_models_dir, tiny_config_dict
 
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.config import RunConfig, config_from_dict
@@ -22,6 +21,7 @@ from certseg.pipeline import (
     sample_shard,
 )
 from certseg.storage import SampleStore, StoreMismatchError
+from tests.pipeline_fixtures import CountingSampler, make_models_dir, tiny_config_dict
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +106,7 @@ def test_model_changed_under_same_config_refused_store_untouched(
     """A model retrained into the same path keeps config_id but must not resume the store."""
     import shutil
 
-    from pipeline_fixtures import write_torchscript_segmenter
+    from tests.pipeline_fixtures import write_torchscript_segmenter
 
     private = tmp_path / "models"
     shutil.copytree(models_dir, private)
@@ -138,11 +138,9 @@ def test_health_check_uses_the_validated_set_with_skip_invalid(
     models_dir: Path, tmp_path: Path
 ) -> None:
     """An invalid file inside the health subset is dropped (skip_invalid), not loaded later."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
     import torch
-    from layouts import truncate, write_pascal_context
+
+    from tests.data.layouts import truncate, write_pascal_context
 
     val_ids = ("2008_000002", "2008_000003", "2008_000004")
     root = write_pascal_context(tmp_path / "pc", split="val", ids=val_ids)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
-from pipeline_fixtures import fill_toy_store
 
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.config import RunConfig, config_from_dict
@@ -19,7 +20,8 @@ from certseg.report import (
     write_plots,
     write_results,
 )
-from certseg.stats import ConfusionAccumulator
+from certseg.stats import ABSTAIN, ConfusionAccumulator, certify_pixels
+from tests.pipeline_fixtures import fill_toy_store
 
 
 def toy_config(store: str) -> RunConfig:
@@ -87,3 +89,168 @@ def test_rows_files_and_plots(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["accuracy_vs_radius.png", "class_iou.png", "overlays.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+# --- plots checked by content: the data drawn, and the decoded PNG ------------------------------
+
+TOY_PALETTE = np.array(  # default_palette(5), the VOC bit-interleaving scheme, written out
+    [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)], dtype=np.uint8
+)
+WHITE, GREY = (255, 255, 255), (128, 128, 128)
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[Any, ...]]]:
+    """Records what the plot functions hand matplotlib: imshow arrays, step series, bar heights
+    (each with its Axes), then draws them as usual."""
+    from matplotlib.axes import Axes
+
+    calls: dict[str, list[tuple[Any, ...]]] = {"imshow": [], "step": [], "bar": []}
+    imshow, step, bar = Axes.imshow, Axes.step, Axes.bar
+
+    def spy_imshow(self: Axes, data: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["imshow"].append((self, np.array(data)))
+        return imshow(self, data, *args, **kwargs)
+
+    def spy_step(self: Axes, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
+        lines = step(self, x, y, *args, **kwargs)
+        calls["step"].append((self, np.array(x), np.array(y), kwargs.get("label"), lines[0]))
+        return lines
+
+    def spy_bar(self: Axes, x: Any, height: Any, *args: Any, **kwargs: Any) -> Any:
+        bars = bar(self, x, height, *args, **kwargs)
+        calls["bar"].append((self, np.array(height, dtype=float), kwargs.get("label"), bars))
+        return bars
+
+    monkeypatch.setattr(Axes, "imshow", spy_imshow)
+    monkeypatch.setattr(Axes, "step", spy_step)
+    monkeypatch.setattr(Axes, "bar", spy_bar)
+    return calls
+
+
+def recount(store: Any, sigma: float, variant: str, image: int) -> tuple[np.ndarray, np.ndarray]:
+    """Selected labels ĉ and agreement counts k from the raw stored samples, by a plain loop."""
+    c = store.num_classes
+    selection = store.read_samples(sigma, variant, "selection", image, 0, store.n0)
+    estimation = store.read_samples(sigma, variant, "estimation", image, 0, store.n)
+    votes = np.stack([(selection == cls).sum(axis=0) for cls in range(c)])
+    labels = votes.argmax(axis=0)  # ties → the lowest class
+    return labels, (estimation == labels[None]).sum(axis=0)
+
+
+def png_cells(png: np.ndarray, ax: Any, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 colours at the centres of the H × W cells of an image drawn in `ax`."""
+    box = ax.get_window_extent()  # display pixels, origin bottom left (savefig dpi = figure dpi)
+    rows, cols = shape
+    out = np.empty((rows, cols, 3), dtype=np.uint8)
+    for i in range(rows):
+        for j in range(cols):
+            x = box.x0 + (j + 0.5) * box.width / cols
+            y = box.y1 - (i + 0.5) * box.height / rows
+            out[i, j] = np.round(png[int(png.shape[0] - y), int(x), :3] * 255)
+    return out
+
+
+def aggregated(tmp_path: Path) -> tuple[Any, Any, list[dict[str, Any]]]:
+    store = fill_toy_store(str(tmp_path / "s.zarr"))
+    result = aggregate_store(store.url, CertifyParams(n=20, alpha=0.05, tau=0.6))
+    rows = build_rows(toy_config(store.url), result, class_names=list("abcde"))
+    return store, result, rows
+
+
+def test_overlays_show_the_stored_certificate(
+    tmp_path: Path, drawn: dict[str, list[tuple[Any, ...]]]
+) -> None:
+    """Per image: the target, then each (σ, variant)'s certificate — white exactly where the
+    certificate of the stored samples abstains, the class colour where it certifies, grey where
+    the target is ignored — in the arrays drawn and in the decoded PNG."""
+    import matplotlib.image
+
+    store, _, rows = aggregated(tmp_path)
+    paths = write_plots(
+        rows, tmp_path / "plots", store=store, alpha=0.05, tau=0.6, correction="holm"
+    )
+    png = matplotlib.image.imread(paths[2])
+    columns = [(None, None)] + [(s, v) for s in store.sigmas for v in store.variants]
+    assert len(drawn["imshow"]) == 2 * len(columns)  # images 0 and 1
+    white = coloured = 0
+    for (ax, shown), (image, (sigma, variant)) in zip(
+        drawn["imshow"], [(i, col) for i in (0, 1) for col in columns], strict=True
+    ):
+        target = store.read_target(image)
+        ignored = target == 255
+        if sigma is None:
+            expected = TOY_PALETTE[np.where(ignored, 0, target)]
+        else:
+            labels, k = recount(store, sigma, variant, image)
+            stored = store.read_counts(sigma, variant, image)  # persisted by aggregation
+            np.testing.assert_array_equal(stored["labels_selected"], labels)
+            np.testing.assert_array_equal(stored["k"], k)
+            certified = certify_pixels(
+                labels, k, 20, alpha=0.05, tau=0.6, sigma=sigma, correction="holm"
+            ).labels
+            abstain = certified == ABSTAIN
+            expected = TOY_PALETTE[np.where(abstain, 0, certified)]
+            expected[abstain] = WHITE
+            white += int((abstain & ~ignored).sum())
+            coloured += int((~abstain & ~ignored).sum())
+        expected[ignored] = GREY
+        np.testing.assert_array_equal(shown, expected, err_msg=f"{image} {sigma} {variant}")
+        np.testing.assert_array_equal(png_cells(png, ax, target.shape), expected)
+    assert white > 50 and coloured > 50  # both kinds of pixel are on show
+
+
+def test_accuracy_vs_radius_draws_the_certified_fraction_per_radius(
+    tmp_path: Path, drawn: dict[str, list[tuple[Any, ...]]]
+) -> None:
+    """Each (σ, variant) curve is the fraction of valid pixels certified correct (Cohen, Bonferroni
+    over an image's pixels) with radius ≥ r, recomputed here with scipy; the PNG shows each
+    curve's colour over a non-blank plot."""
+    import matplotlib.image
+    from matplotlib.colors import to_rgb
+    from scipy.stats import beta, norm
+
+    store, _, rows = aggregated(tmp_path)
+    paths = write_plots(rows, tmp_path / "plots")
+    assert len(drawn["step"]) == len(rows) == 4
+    for (_, x, y, label, _line), row in zip(drawn["step"], rows, strict=True):
+        sigma, variant = row["sigma"], row["variant"]
+        assert label == f"{variant} σ={sigma:g}"
+        edges = sigma * np.linspace(0.0, 5.0, 251)
+        np.testing.assert_allclose(x, edges)
+        radii, valid = [], 0
+        for image in range(store.num_images):
+            labels, k = recount(store, sigma, variant, image)
+            target = store.read_target(image)
+            p_lower = np.where(k > 0, beta.ppf(0.05 / k.size, k, 20 - k + 1), 0.0)
+            good = (p_lower > 0.5) & (labels == target) & (target != 255)
+            radii.append(np.minimum(sigma * norm.ppf(p_lower[good]), edges[-1]))
+            valid += int((target != 255).sum())
+        every = np.concatenate(radii)
+        expected = np.array([(every >= e).sum() for e in edges[:-1]] + [0]) / valid
+        np.testing.assert_allclose(y, expected, atol=1e-12, err_msg=label)
+        assert y[0] > 0.2  # a visible curve, not a flat zero
+    png = matplotlib.image.imread(paths[0])[..., :3]
+    assert (png.min(axis=-1) < 0.9).mean() > 0.01  # not a blank canvas
+    for *_, line in drawn["step"]:
+        close = np.abs(png - np.array(to_rgb(line.get_color()))).max(axis=-1) < 0.05
+        assert close.sum() > 30, line.get_label()
+
+
+def test_class_iou_draws_the_rows_ious(
+    tmp_path: Path, drawn: dict[str, list[tuple[Any, ...]]]
+) -> None:
+    import matplotlib.image
+    from matplotlib.colors import to_rgb
+
+    _, _, rows = aggregated(tmp_path)
+    paths = write_plots(rows, tmp_path / "plots")
+    png = matplotlib.image.imread(paths[1])[..., :3]
+    assert len(drawn["bar"]) == len(rows)
+    for (_, heights, label, bars), row in zip(drawn["bar"], rows, strict=True):
+        ious = [row[f"iou_{c}"] for c in "abcde"]
+        np.testing.assert_array_equal(heights, [0.0 if math.isnan(v) else v for v in ious])
+        assert label == f"{row['variant']} σ={row['sigma']:g}"
+        assert max(heights) > 0.0
+        colour = np.array(to_rgb(bars.patches[0].get_facecolor()))
+        assert (np.abs(png - colour).max(axis=-1) < 0.02).sum() > 20, label

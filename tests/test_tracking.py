@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pipeline_fixtures import fill_toy_store
-from test_report import toy_config
-
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.pipeline import HealthResult, finalize_run
 from certseg.tracking import latest_run_id, metric_key, read_run
+from tests.pipeline_fixtures import fill_toy_store
+from tests.test_report import toy_config
 
 
 def test_finalize_logs_params_tags_metrics_artifacts(tmp_path: Path) -> None:

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_fixtures import fill_toy_store
-from test_report import toy_config
 
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.pipeline import finalize_run
@@ -25,6 +23,8 @@ from certseg.tracking import (
     prepare_tracking_store,
     relog_results,
 )
+from tests.pipeline_fixtures import fill_toy_store
+from tests.test_report import toy_config
 
 # A child that dies by SIGKILL in the middle of MLflow's schema migrations of a new sqlite file:
 # at the 50th SQL statement (of ~1,700), inside a migration (measured to break a plain MLflow

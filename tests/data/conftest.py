@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from layouts import write_cityscapes, write_folder, write_pascal_context
+
+from tests.data.layouts import write_cityscapes, write_folder, write_pascal_context
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Each writer returns the root to put in DatasetSpec.root and writes deterministic content (a
 seeded generator), so two calls with the same arguments write byte-identical files.
-From tests in tests/data: `from layouts import write_cityscapes, ...`.
+From any test: `from tests.data.layouts import write_cityscapes, ...`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from layouts import CITYSCAPES_STEMS, write_cityscapes, write_png
 from PIL import Image
 
 from certseg.data.cityscapes import (
@@ -16,6 +15,7 @@ from certseg.data.cityscapes import (
 )
 from certseg.data.files import INVALID_LABEL
 from certseg.data.registry import DatasetError, DatasetSpec, open_dataset, validate_dataset
+from tests.data.layouts import CITYSCAPES_STEMS, write_cityscapes, write_png
 
 # Known ids from the Cityscapes label definition (typed here from the dataset's documentation,
 # independent of cityscapesscripts): label id → train id.

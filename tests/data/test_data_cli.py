@@ -5,16 +5,14 @@ Stand-in models with random weights: this checks the plumbing from folder to sto
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from layouts import write_cityscapes, write_folder, write_pascal_context, write_png
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (pipeline_fixtures)
+from tests.data.layouts import write_cityscapes, write_folder, write_pascal_context, write_png
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +39,7 @@ def harness() -> Iterator[None]:
 def _config(
     root: Path, name: str, num_classes: int, dataset: dict[str, Any], *, health: int = 1
 ) -> Path:
-    from pipeline_fixtures import tiny_config_dict, write_config, write_tiny_denoiser
+    from tests.pipeline_fixtures import tiny_config_dict, write_config, write_tiny_denoiser
 
     if not (root / "denoiser").exists():
         write_tiny_denoiser(root / "denoiser")

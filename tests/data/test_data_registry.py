@@ -7,15 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from layouts import (
-    CITYSCAPES_STEMS,
-    snapshot,
-    truncate,
-    write_cityscapes,
-    write_folder,
-    write_pascal_context,
-    write_png,
-)
 
 from certseg.data.base import ClassInfo, Example, Manifest, SegmentationDataset
 from certseg.data.registry import (
@@ -24,6 +15,15 @@ from certseg.data.registry import (
     SubsetSpec,
     open_dataset,
     validate_dataset,
+)
+from tests.data.layouts import (
+    CITYSCAPES_STEMS,
+    snapshot,
+    truncate,
+    write_cityscapes,
+    write_folder,
+    write_pascal_context,
+    write_png,
 )
 
 IDS = [f"img{i:02d}" for i in range(10)]

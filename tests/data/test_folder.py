@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from layouts import FOLDER_STEMS, write_folder, write_png
 from PIL import Image
 
 from certseg.data.base import default_palette
 from certseg.data.folder import read_classes_file
 from certseg.data.registry import DatasetError, DatasetSpec, open_dataset, validate_dataset
+from tests.data.layouts import FOLDER_STEMS, write_folder, write_png
 
 
 def _open(root: Path, **kwargs: object) -> object:
@@ -173,7 +173,7 @@ def _spec(root: Path, **kwargs: object) -> DatasetSpec:
 
 
 def test_synthetic_dataset_round_trips_through_the_folder_layout(tmp_path: Path) -> None:
-    from layouts import write_folder_from_dataset
+    from tests.data.layouts import write_folder_from_dataset
 
     synthetic = open_dataset(DatasetSpec(kind="synthetic", num_images=3, size=32))
     root = write_folder_from_dataset(tmp_path / "exported", synthetic)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from layouts import PASCAL_IDS, truncate
 from PIL import Image
 
 from certseg.data.files import INVALID_LABEL
@@ -17,6 +16,7 @@ from certseg.data.pascal_context import (
     map_context_labels,
 )
 from certseg.data.registry import DatasetError, DatasetSpec, open_dataset, validate_dataset
+from tests.data.layouts import PASCAL_IDS, truncate
 
 VOC = "VOCdevkit/VOC2010"
 

@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_procs import (
+
+from tests.engines.engine_procs import (
     BIN,
     DASK_WORKERS,
     ENGINE_TESTS,

@@ -1,7 +1,7 @@
 """Functions the engine tests run INSIDE the engines (Dask worker processes).
 
-The engine processes get this directory on PYTHONPATH (see conftest.engine_env), so they import
-this module by the same name as the tests do; test modules themselves are not importable there.
+The engine processes get the repository root on PYTHONPATH (see engine_procs.engine_env), so they
+import this module by the same name as the tests do (tests.engines.engine_jobs).
 
 The stored "predictions" are synthetic but structured like real ones: each sample is the target
 with a per-pixel flip probability in [0, 0.6), so some pixels certify and others abstain.

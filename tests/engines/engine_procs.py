@@ -2,8 +2,9 @@
 
 Every engine is a real OS process started in its own session (process group) with output to a log
 file; readiness is polled with a bounded wait, and `EngineProcess.stop` sends SIGTERM to the
-whole group, then SIGKILL. Test modules import the handles from here (``from engine_procs
-import ...``): this directory is on sys.path under pytest's default import mode.
+whole group, then SIGKILL. Test modules import the handles from here
+(``from tests.engines.engine_procs import ...``): tests/ is a package, and pytest puts the
+repository root on sys.path.
 """
 
 from __future__ import annotations
@@ -86,9 +87,10 @@ def engine_env(**overrides: str) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         MLFLOW_DISABLE_TELEMETRY="true",
         PYTHONUNBUFFERED="1",
-        # engine_jobs.py: functions the tests ship to Dask workers by reference.
+        # tests/engines/engine_jobs.py: functions the tests ship to Dask workers by reference
+        # (as tests.engines.engine_jobs, so the workers need the repository root).
         PYTHONPATH=os.pathsep.join(
-            p for p in (str(ENGINE_TESTS), os.environ.get("PYTHONPATH", "")) if p
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
         ),
     )
     env.update(overrides)
@@ -332,9 +334,7 @@ def prefect_client_of(server: PrefectServer) -> Iterator[None]:
 def standin_models(root: Path) -> Path:
     """The pipeline tests' stand-in models written under root (tests/pipeline_fixtures.py:
     seeded tiny torch modules and a tiny random diffusers UNet; plumbing, never results)."""
-    if str(REPO_ROOT / "tests") not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from pipeline_fixtures import make_models_dir
+    from tests.pipeline_fixtures import make_models_dir
 
     return Path(make_models_dir(root))
 
@@ -342,9 +342,7 @@ def standin_models(root: Path) -> Path:
 def tiny_flow_config(models: Path, root: Path) -> Path:
     """Write root/tiny.yaml: 4 synthetic 32×32 images, σ = 0.25, two variants (segmenter alone;
     denoiser + segmenter), n0 = 3, n = 8 (one sample block each), 2 shards, one health image."""
-    if str(REPO_ROOT / "tests") not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from pipeline_fixtures import tiny_config_dict, write_config
+    from tests.pipeline_fixtures import tiny_config_dict, write_config
 
     data = tiny_config_dict(models, root / "store.zarr", tracking_uri=f"sqlite:///{root}/ml.db")
     data["sigmas"] = [0.25]

@@ -13,14 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine_jobs import toy_targets, toy_template, write_image
-
 from certseg.aggregate import CertifyParams, aggregate_store, dask_client
 from certseg.stats import ConfusionAccumulator
 from certseg.storage import SampleStore
+from tests.engines.engine_jobs import toy_targets, toy_template, write_image
 
 if TYPE_CHECKING:
-    from engine_procs import DaskCluster
+    from tests.engines.engine_procs import DaskCluster
 
 SIGMAS = (0.25, 0.5)
 

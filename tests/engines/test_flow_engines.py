@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from engine_jobs import executed_count, task_prefixes
-from engine_procs import (
+
+from certseg.aggregate import CertifyParams, aggregate_store
+from certseg.stats import ConfusionAccumulator
+from certseg.storage import SampleStore
+from tests.engines.engine_jobs import executed_count, task_prefixes
+from tests.engines.engine_procs import (
     BIN,
     REPO_ROOT,
     flow_run_logs,
@@ -34,12 +38,8 @@ from engine_procs import (
     wait_for_flow_run,
 )
 
-from certseg.aggregate import CertifyParams, aggregate_store
-from certseg.stats import ConfusionAccumulator
-from certseg.storage import SampleStore
-
 if TYPE_CHECKING:
-    from engine_procs import DaskCluster, PrefectServer, PrefectWorker, S3Server
+    from tests.engines.engine_procs import DaskCluster, PrefectServer, PrefectWorker, S3Server
 
 RUN_TIMEOUT_S = 240.0
 

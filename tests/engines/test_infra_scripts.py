@@ -12,7 +12,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from engine_procs import (
+
+from tests.engines.engine_procs import (
     BIN,
     REPO_ROOT,
     PrefectServer,

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from engine_procs import REPO_ROOT, WORK_POOL
+
+from tests.engines.engine_procs import REPO_ROOT, WORK_POOL
 
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
 FLOW_NAMES = {

@@ -17,12 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from engine_jobs import clean_prediction, sample_block, toy_targets, toy_template, write_image
 
 from certseg.storage import SampleStore, StoreMismatchError
+from tests.engines.engine_jobs import (
+    clean_prediction,
+    sample_block,
+    toy_targets,
+    toy_template,
+    write_image,
+)
 
 if TYPE_CHECKING:
-    from engine_procs import DaskCluster, S3Server
+    from tests.engines.engine_procs import DaskCluster, S3Server
 
 
 def _s3fs(server: S3Server) -> Any:
@@ -110,7 +116,8 @@ def test_shards_written_by_separate_dask_worker_processes(
     targets = toy_targets(template)
     SampleStore.create(url, template, targets, storage_options=options)
 
-    # write_image lives in engine_jobs.py, which the Dask processes import (PYTHONPATH).
+    # write_image lives in tests/engines/engine_jobs.py, which the Dask processes import
+    # (the repository root is on their PYTHONPATH).
     with Client(dask_cluster.address, timeout=60) as client:
         workers = sorted(client.scheduler_info()["workers"])
         assert len(workers) == dask_cluster.n_workers

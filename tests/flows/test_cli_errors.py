@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
 from typer.testing import CliRunner
 
 from certseg.cli import app
+from tests.pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

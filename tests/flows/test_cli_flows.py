@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
 from typer.testing import CliRunner
 
 from certseg.cli import app
 from certseg.storage import SampleStore
+from tests.pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -4,9 +4,9 @@ recertify, on stand-in models and 4 tiny synthetic images."""
 from __future__ import annotations
 
 import pytest
-from pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
 
 from certseg.tracking import read_run
+from tests.pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
 
 
 @pytest.mark.usefixtures("prefect_harness")

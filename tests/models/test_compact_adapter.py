@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from contract import MEAN, STD, SegmenterContract, normalize
 
 from certseg.models import SegmenterSpec, build_segmenter
 from certseg.models.compact import (
@@ -16,6 +15,7 @@ from certseg.models.compact import (
     load_compact_segmenter,
     save_compact_segmenter,
 )
+from tests.models.contract import MEAN, STD, SegmenterContract, normalize
 
 
 class TestCompactFamily(SegmenterContract):

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from contract import MEAN, STD, SegmenterContract, normalize
-from nets import TinyNet
 from safetensors.torch import save_file
 
 from certseg.models import SegmenterSpec, build_segmenter
+from tests.models.contract import MEAN, STD, SegmenterContract, normalize
+from tests.models.nets import TinyNet
 
 
 class TestModuleFamily(SegmenterContract):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from contract import MEAN, STD, SegmenterContract, normalize
 
 from certseg.models import SegmenterSpec
+from tests.models.contract import MEAN, STD, SegmenterContract, normalize
 
 transformers = pytest.importorskip("transformers")
 

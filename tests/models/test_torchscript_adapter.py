@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from contract import MEAN, STD, SegmenterContract, normalize
-from nets import DictNet
 
 from certseg.models import SegmenterSpec
+from tests.models.contract import MEAN, STD, SegmenterContract, normalize
+from tests.models.nets import DictNet
 
 
 class TestTorchScriptFamily(SegmenterContract):

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from contract import MEAN, STD
-from nets import DictNet, TinyNet
 from torch import nn
 
 from certseg.errors import ModelFileError
 from certseg.models import SegmenterSpec, build_segmenter
+from tests.models.contract import MEAN, STD
+from tests.models.nets import DictNet, TinyNet
 
 
 class Payload:
@@ -134,9 +134,8 @@ def test_torchscript_python_in_code_section_is_refused(tmp_path: Path, marker: P
         assert sep, text
         return f"{head}{sep}    {call}\n{rest}".encode()
 
-    path = rewrite_zip(
-        scripted_file(tmp_path), tmp_path / "evil.pt", {"code/__torch__/nets.py": inject}
-    )
+    code = f"code/__torch__/{TinyNet.__module__.replace('.', '/')}.py"  # the class's module
+    path = rewrite_zip(scripted_file(tmp_path), tmp_path / "evil.pt", {code: inject})
     with pytest.raises(ModelFileError, match=r"evil\.pt.*TorchScript"):
         segmenter = build_segmenter(spec_for("torchscript", path))
         segmenter(images())
@@ -405,7 +404,7 @@ def test_diffusers_bin_payload_is_refused(tmp_path: Path, marker: Path) -> None:
 
 def _segformer_folder(folder: Path) -> Path:
     transformers = pytest.importorskip("transformers")
-    from test_segformer_adapter import tiny_config
+    from tests.models.test_segformer_adapter import tiny_config
 
     model = transformers.SegformerForSemanticSegmentation(tiny_config(4))
     model.save_pretrained(folder)
