@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 import yaml
-from pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
 from typer.testing import CliRunner
+
+from tests.pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
 
 KEY, SECRET = "AKIAPLANTED123", "PLANTED-SECRET-VALUE"
 URL_PASSWORD, TRACKING_PASSWORD = "PLANTED-URL-PASSWORD", "PLANTED-TRACKING-PASSWORD"

@@ -20,9 +20,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from store_race import digest_folder, race_creator, race_targets, race_template, stalled_creator
 
 from certseg.storage import SampleStore, StoreError, StoreMismatchError
+from tests.storage.store_race import (
+    digest_folder,
+    race_creator,
+    race_targets,
+    race_template,
+    stalled_creator,
+)
 
 LOCK = "certseg-lock.{}.json"
 
