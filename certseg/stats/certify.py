@@ -32,8 +32,8 @@ class CertificationResult:
 
     labels: (H, W) int32 certified class, ABSTAIN (-1) where not certified.
     certified: (H, W) bool, ``labels != ABSTAIN``.
-    counts: (H, W) the agreement counts k_i that were certified (a copy, in the caller's integer
-      type).
+    counts: (H, W) the agreement counts k_i that were certified (a copy; uint8 when n <= 255,
+      else int32).
     pvalues: (H, W) float64 P[Bin(n, tau) >= k_i], the uncorrected one-sided p-value of
       H0: p_i <= tau; computed from ``counts`` on first access (certification does not need
       the map: it works on the p-value of each distinct count).
@@ -137,10 +137,9 @@ def certify_pixels(
     certified = count_array >= _smallest_rejected_count(reject_k, histogram)
     certified_labels = label_array.astype(np.int32)
     assert ABSTAIN == -1  # every bit set: OR-ing it in writes ABSTAIN, without a masked write
-    abstain = certified.astype(np.int32)
-    abstain -= 1  # 0 where certified, -1 elsewhere
-    certified_labels |= abstain
-    counts_copy = count_array.copy()
+    abstain = certified.view(np.int8) - np.int8(1)  # 0 where certified, -1 elsewhere
+    np.bitwise_or(certified_labels, abstain, out=certified_labels)
+    counts_copy = count_array.astype(np.uint8 if n <= 255 else np.int32)  # k <= n
     min_count = min_count_to_certify(n, tau, alpha / m if correction == "bonferroni" else alpha)
     for array in (certified, certified_labels, counts_copy):
         array.setflags(write=False)
