@@ -117,7 +117,7 @@ def certify_pixels(
     tau = check_open_unit(tau, "tau", low=0.5)
     sigma = check_positive(sigma, "sigma")
     correction = check_correction(correction)
-    count_array = _check_image_counts(counts, n)
+    count_array, histogram = _image_histogram(counts, n)
     label_array = check_integer_array(labels, "labels")
     if label_array.shape != count_array.shape:
         raise ValueError(
@@ -132,14 +132,13 @@ def certify_pixels(
 
     m = count_array.size
     table = pvalue_table(n, tau)
-    histogram = np.bincount(count_array.ravel(), minlength=n + 1)
     reject_k = reject_by_count(histogram, table, alpha, correction)
-    certified = count_array >= _smallest_rejected_count(reject_k, histogram)
+    counts_copy = count_array.astype(np.uint8 if n <= 255 else np.int32)  # 0 <= k <= n
+    certified = counts_copy >= _smallest_rejected_count(reject_k, histogram)
     certified_labels = label_array.astype(np.int32)
     assert ABSTAIN == -1  # every bit set: OR-ing it in writes ABSTAIN, without a masked write
     abstain = certified.view(np.int8) - np.int8(1)  # 0 where certified, -1 elsewhere
     np.bitwise_or(certified_labels, abstain, out=certified_labels)
-    counts_copy = count_array.astype(np.uint8 if n <= 255 else np.int32)  # k <= n
     min_count = min_count_to_certify(n, tau, alpha / m if correction == "bonferroni" else alpha)
     for array in (certified, certified_labels, counts_copy):
         array.setflags(write=False)
@@ -155,6 +154,27 @@ def certify_pixels(
         correction=correction,
         min_count=min_count,
     )
+
+
+def _image_histogram(counts: object, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(counts as an (H, W) integer array, its (n + 1,) histogram); ValueError naming counts unless
+    2-d, non-empty and in [0, n]. The range is read off the histogram (np.bincount refuses
+    negative values; a maximum above n lengthens it), so no extra passes over the pixels."""
+    array = check_integer_array(counts, "counts")
+    if array.ndim != 2 or array.size == 0:
+        raise ValueError(f"counts must have shape (H, W) with H, W >= 1, got shape {array.shape}")
+    flat = array.ravel()
+    if not np.can_cast(array.dtype, np.intp):  # uint64: bincount would refuse the cast
+        check_counts(array, n, "counts")
+        flat = flat.astype(np.intp)
+    try:
+        histogram = np.bincount(flat, minlength=n + 1)
+    except ValueError:
+        check_counts(array, n, "counts")  # names the negative minimum
+        raise
+    if histogram.size > n + 1:
+        raise ValueError(f"counts must be <= n = {n}, got a maximum of {histogram.size - 1}")
+    return array, histogram
 
 
 def _smallest_rejected_count(reject_k: np.ndarray, histogram: np.ndarray) -> int:

@@ -231,6 +231,17 @@ def test_certify_with_pvalues_tied_across_counts(method: str) -> None:
     np.testing.assert_array_equal(result.labels, np.where(result.certified, 1, ABSTAIN))
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint64])
+def test_count_range_checked_for_every_dtype(dtype: type) -> None:
+    """The range check rides on the histogram (and a plain check where bincount cannot cast)."""
+    labels = np.zeros((2, 2), dtype=np.int32)
+    with pytest.raises(ValueError, match=r"^counts must be <= n = 5, got a maximum of 6"):
+        certify_pixels(labels, np.array([[6, 0], [1, 2]], dtype=dtype), 5, **GOOD)  # type: ignore[arg-type]
+    if np.dtype(dtype).kind == "i":
+        with pytest.raises(ValueError, match=r"^counts must be >= 0, got a minimum of -2"):
+            certify_pixels(labels, np.array([[-2, 0], [1, 2]], dtype=dtype), 5, **GOOD)  # type: ignore[arg-type]
+
+
 def test_labels_up_to_int32_max_and_abstain() -> None:
     labels = np.array([[2**31 - 1, 0, 2**31 - 1]], dtype=np.int64)
     counts = np.array([[100, 100, 10]])
