@@ -133,7 +133,7 @@ def certify_pixels(
     m = count_array.size
     table = pvalue_table(n, tau)
     reject_k = reject_by_count(histogram, table, alpha, correction)
-    counts_copy = count_array.astype(np.uint8 if n <= 255 else np.int32)  # 0 <= k <= n
+    counts_copy: np.ndarray = count_array.astype(np.uint8 if n <= 255 else np.int32)  # k <= n
     certified = counts_copy >= _smallest_rejected_count(reject_k, histogram)
     certified_labels = label_array.astype(np.int32)
     assert ABSTAIN == -1  # every bit set: OR-ing it in writes ABSTAIN, without a masked write
