@@ -310,6 +310,11 @@ def count_estimation(
     )
 
 
+_VOTES_TILE_BYTES = 2**18
+"""Votes are counted a tile of pixels at a time whose (pixels, C) votes take about this many
+bytes, so the indexed increments hit cache whatever C."""
+
+
 class _UndecidedVotes:
     """count_estimation's state for the pixels with running k <= n // 2 (see its docstring).
 
@@ -363,11 +368,13 @@ class _UndecidedVotes:
                 live = rows >= 0
                 if not live.all():
                     rows, columns = rows[live], columns[:, live]
-                base = rows.astype(np.intp) * c
-                index = np.empty_like(base)
-                for sample in columns:
-                    np.add(base, sample, out=index, dtype=np.intp, casting="unsafe")
-                    flat_votes[index] += 1  # one pixel per index in a map: no repeats
+                tile = max(1, _VOTES_TILE_BYTES // (c * self.votes.itemsize))
+                for start in range(0, rows.size, tile):  # a tile's votes stay in cache
+                    base = rows[start : start + tile].astype(np.intp) * c
+                    index = np.empty_like(base)
+                    for sample in columns[:, start : start + tile]:
+                        np.add(base, sample, out=index, dtype=np.intp, casting="unsafe")
+                        flat_votes[index] += 1  # one pixel per index in a map: no repeats
         self.kept, self.kept_bytes = [], 0
 
     def majority(self, k: np.ndarray, flat_labels: np.ndarray) -> np.ndarray:
