@@ -255,7 +255,7 @@ def count_estimation(
     every block and its columns were kept from every block that voted for another class. Its label
     is the first maximum of that vector (``np.argmax``: ties to the lowest class), as
     ``labels_from_votes``. Each kept map value adds one vote by an indexed increment, so this part
-    costs O(kept values) too, not O(C · kept values).
+    costs O(kept values), not O(C · kept values), plus one argmax over the u · C final votes.
 
     Memory: k and one block's comparison buffers O(H · W); the kept columns (counted as soon as
     they pass 4 · C · H · W bytes, so at most that plus one block); votes (u, C) for the u pixels
