@@ -118,33 +118,33 @@ class ImageCounts:
 
 
 def count_image(store: SampleStore, sigma: float, variant: str, image: int, n: int) -> ImageCounts:
-    """Stream an image's stored class maps block by block into its counts (first n samples)."""
-    from certseg.stats import count_votes, labels_from_votes
+    """Stream an image's stored class maps block by block into its counts (first n samples).
+
+    Selected labels: the mode of the n0 selection maps (`select_labels`; the selection blocks are
+    read and joined, n0 · H · W bytes). k and the smoothed labels: one pass over the estimation
+    blocks of the first n samples (`count_estimation`: a comparison with ĉ per map, per-class
+    votes only where k <= n / 2). Equal, value for value, to counting every class on every map
+    (`count_votes` + `labels_from_votes`), for any block size.
+    """
+    from certseg.stats import count_estimation, select_labels
 
     if not 1 <= n <= store.n:
         raise ValueError(f"n must be in [1, {store.n}] (the samples stored), got {n}")
     c = store.num_classes
-    selection_votes = None
-    for start, stop in store.blocks("selection"):
-        votes = count_votes(store.read_samples(sigma, variant, "selection", image, start, stop), c)
-        selection_votes = votes if selection_votes is None else selection_votes + votes
-    assert selection_votes is not None
-    labels = labels_from_votes(selection_votes)
-    estimation_votes = None
-    for start, stop in store.blocks("estimation"):
-        if start >= n:
-            break
-        stop = min(stop, n)
-        maps = store.read_samples(sigma, variant, "estimation", image, start, stop)
-        votes = count_votes(maps, c)
-        estimation_votes = votes if estimation_votes is None else estimation_votes + votes
-    assert estimation_votes is not None
-    k = np.take_along_axis(estimation_votes, labels[None].astype(np.intp), axis=0)[0]
+    selection = [
+        store.read_samples(sigma, variant, "selection", image, start, stop)
+        for start, stop in store.blocks("selection")
+    ]
+    labels = select_labels(selection[0] if len(selection) == 1 else np.concatenate(selection), c)
+    del selection
+    estimation = (
+        store.read_samples(sigma, variant, "estimation", image, start, min(stop, n))
+        for start, stop in store.blocks("estimation")
+        if start < n
+    )
+    counts = count_estimation(estimation, labels, n, c)
     return ImageCounts(
-        labels_selected=labels,
-        k=k.astype(np.int32),
-        labels_smoothed=labels_from_votes(estimation_votes),
-        n=n,
+        labels_selected=labels, k=counts.k, labels_smoothed=counts.labels_smoothed, n=n
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ from certseg.stats import (
     ConfusionAccumulator,
     certify_pixels,
     count_agreement,
+    count_votes,
+    labels_from_votes,
     pixel_radii,
     select_labels,
 )
@@ -154,6 +158,93 @@ def test_counts_persisted_and_recertify_equals_fresh(store: SampleStore, tmp_pat
         assert got.accuracy == pytest.approx(want["accuracy"], abs=1e-12)
     with pytest.raises(ValueError, match="exceeds"):
         aggregate_store(store.url, CertifyParams(n=21, alpha=0.05, tau=0.6))
+
+
+def _landed_count_image(
+    store: SampleStore, sigma: float, variant: str, image: int, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The landed count_image: count_votes over every class on every map, then the modes."""
+    c = store.num_classes
+    selection = sum(
+        count_votes(store.read_samples(sigma, variant, "selection", image, a, b), c)
+        for a, b in store.blocks("selection")
+    )
+    labels = labels_from_votes(selection)
+    estimation = sum(
+        count_votes(store.read_samples(sigma, variant, "estimation", image, a, min(b, n)), c)
+        for a, b in store.blocks("estimation")
+        if a < n
+    )
+    k = np.take_along_axis(estimation, labels[None].astype(np.intp), axis=0)[0]
+    return labels, k, labels_from_votes(estimation)
+
+
+def _assert_counts_equal_landed(
+    store: SampleStore, sigma: float, variant: str, image: int, n: int
+) -> None:
+    got = count_image(store, sigma, variant, image, n)
+    labels, k, smoothed = _landed_count_image(store, sigma, variant, image, n)
+    for array, want in ((got.labels_selected, labels), (got.k, k), (got.labels_smoothed, smoothed)):
+        np.testing.assert_array_equal(array, want)
+        assert array.dtype == np.int32
+    assert got.n == n
+
+
+def test_count_image_equals_counting_every_class(store: SampleStore) -> None:
+    """Bit-identical to the landed count_votes path, for the full n and a partial last block."""
+    assert len(store.blocks("estimation")) > 1
+    undecided = 0
+    for sigma in store.sigmas:
+        for variant in store.variants:
+            for image in range(store.num_images):
+                for n in (20, 7, 1):
+                    _assert_counts_equal_landed(store, sigma, variant, image, n)
+                undecided += int((count_image(store, sigma, variant, image, 20).k <= 10).sum())
+    assert undecided > 0  # the per-class fallback ran
+
+
+@dataclass
+class _Samples:
+    """count_image's view of a store over in-memory maps (blocks of `size` samples)."""
+
+    selection: np.ndarray
+    estimation: np.ndarray
+    num_classes: int
+    size: int
+
+    @property
+    def n(self) -> int:
+        return int(self.estimation.shape[0])
+
+    def blocks(self, phase: str) -> list[tuple[int, int]]:
+        total = self.selection.shape[0] if phase == "selection" else self.n
+        return [(a, min(a + self.size, total)) for a in range(0, total, self.size)]
+
+    def read_samples(
+        self, sigma: float, variant: str, phase: str, image: int, start: int, stop: int
+    ) -> np.ndarray:
+        return (self.selection if phase == "selection" else self.estimation)[start:stop]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize(("num_classes", "size"), [(2, 3), (19, 2), (19, 100)])
+def test_count_image_any_block_size_ties_and_dtypes(
+    dtype: type, num_classes: int, size: int
+) -> None:
+    """Selection in several blocks, few classes (many ties at k = n/2), uint8 and uint16 maps."""
+    rng = np.random.default_rng(num_classes * 10 + size)
+    shape = (9, 11)
+    base = rng.integers(0, num_classes, size=shape)
+    agree = rng.choice([1.0, 0.6, 0.5, 0.2], size=shape)
+
+    def draw(count: int) -> np.ndarray:
+        noise = rng.integers(0, num_classes, size=(count, *shape))
+        return np.where(rng.random((count, *shape)) < agree, base, noise).astype(dtype)
+
+    source = _Samples(draw(7), draw(10), num_classes, size)
+    store = cast(SampleStore, source)
+    for n in (10, 9, 4):
+        _assert_counts_equal_landed(store, 0.25, "v", 0, n)
 
 
 def test_incomplete_store_refused(tmp_path: Path) -> None:

@@ -22,7 +22,14 @@ from certseg.stats.correction import (
     reject_by_count,
 )
 from certseg.stats.metrics import ConfusionAccumulator, SegmentationMetrics, segmentation_metrics
-from certseg.stats.votes import count_agreement, count_votes, labels_from_votes, select_labels
+from certseg.stats.votes import (
+    EstimationCounts,
+    count_agreement,
+    count_estimation,
+    count_votes,
+    labels_from_votes,
+    select_labels,
+)
 
 __all__ = [
     "ABSTAIN",
@@ -30,12 +37,14 @@ __all__ = [
     "CertificationResult",
     "ConfusionAccumulator",
     "Correction",
+    "EstimationCounts",
     "SegmentationMetrics",
     "binomial_pvalues",
     "bonferroni_reject",
     "certify_pixels",
     "clopper_pearson_lower",
     "count_agreement",
+    "count_estimation",
     "count_votes",
     "holm_reject",
     "labels_from_votes",

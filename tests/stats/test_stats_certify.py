@@ -199,6 +199,56 @@ def test_holm_superset_of_bonferroni_and_monotone_in_k(
         assert np.all(after.certified[before.certified])
 
 
+def test_pvalues_only_on_request_and_counts_kept() -> None:
+    """The (H, W) p-value map is built when read (once), from a copy of the counts."""
+    counts = np.array([[100, 90], [60, 0]], dtype=np.int64)
+    result = certify_pixels(np.zeros((2, 2), int), counts, 100, alpha=0.001, tau=0.75, sigma=0.5)
+    assert "pvalues" not in vars(result)  # certification did not build it
+    counts[0, 0] = 0  # the caller's array is not the result's
+    np.testing.assert_array_equal(result.counts, [[100, 90], [60, 0]])
+    assert not result.counts.flags.writeable
+    np.testing.assert_array_equal(
+        result.pvalues, stats.binom.sf(np.array([[100, 90], [60, 0]]) - 1, 100, 0.75)
+    )
+    assert result.pvalues is result.pvalues  # computed once
+
+
+@pytest.mark.parametrize("method", ["holm", "bonferroni"])
+def test_certify_with_pvalues_tied_across_counts(method: str) -> None:
+    """n = 3000, tau = 0.51: P[Bin(n, tau) >= k] underflows to 0.0 for the top counts, so several
+    counts share one p-value; the per-count threshold still gives statsmodels' decisions."""
+    n, tau, alpha = 3000, 0.51, 0.05
+    rng = np.random.default_rng(11)
+    counts = rng.choice(np.r_[1550:1700, 2900:3001], size=(9, 11))
+    result = certify_pixels(
+        np.ones_like(counts), counts, n, alpha=alpha, tau=tau, sigma=1, correction=method
+    )  # type: ignore[arg-type]
+    pvalues = stats.binom.sf(counts - 1, n, tau)
+    assert np.count_nonzero(pvalues == 0.0) > 1
+    np.testing.assert_array_equal(result.pvalues, pvalues)
+    expected = multipletests(pvalues.ravel(), alpha=alpha, method=method)[0]
+    np.testing.assert_array_equal(result.certified.ravel(), expected)
+    np.testing.assert_array_equal(result.labels, np.where(result.certified, 1, ABSTAIN))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint64])
+def test_count_range_checked_for_every_dtype(dtype: type) -> None:
+    """The range check rides on the histogram (and a plain check where bincount cannot cast)."""
+    labels = np.zeros((2, 2), dtype=np.int32)
+    with pytest.raises(ValueError, match=r"^counts must be <= n = 5, got a maximum of 6"):
+        certify_pixels(labels, np.array([[6, 0], [1, 2]], dtype=dtype), 5, **GOOD)  # type: ignore[arg-type]
+    if np.dtype(dtype).kind == "i":
+        with pytest.raises(ValueError, match=r"^counts must be >= 0, got a minimum of -2"):
+            certify_pixels(labels, np.array([[-2, 0], [1, 2]], dtype=dtype), 5, **GOOD)  # type: ignore[arg-type]
+
+
+def test_labels_up_to_int32_max_and_abstain() -> None:
+    labels = np.array([[2**31 - 1, 0, 2**31 - 1]], dtype=np.int64)
+    counts = np.array([[100, 100, 10]])
+    result = certify_pixels(labels, counts, 100, alpha=0.001, tau=0.75, sigma=0.5)
+    np.testing.assert_array_equal(result.labels, [[2**31 - 1, 0, ABSTAIN]])
+
+
 def test_pixel_radii_match_loop() -> None:
     rng = np.random.default_rng(6)
     n, alpha, sigma = 100, 0.05, 0.25
