@@ -66,7 +66,9 @@ class ImageSummary:
     certified / smoothed / clean: ConfusionAccumulator dicts (see certseg.stats). radius_hist:
     (RADIUS_BINS,) counts of correctly certified pixels by per-pixel radius (Cohen/Bonferroni),
     the last bin also holding radii beyond the range. min_count: the smallest certifiable k of
-    the images (min over images).
+    the images (min over images). first_count: the smallest k the first correction step can
+    certify (level α/m, m = the image's pixels), min over images: above n, no pixel of any image
+    can be certified (-1: not computed, e.g. a summary written before this field existed).
     """
 
     sigma: float
@@ -78,6 +80,7 @@ class ImageSummary:
     radius_hist: list[int]
     min_count: int
     recounted: int = 0
+    first_count: int = -1
 
     def merge(self, other: ImageSummary) -> ImageSummary:
         """The summary of both (the same σ and variant)."""
@@ -103,7 +106,13 @@ class ImageSummary:
             radius_hist=[a + b for a, b in zip(self.radius_hist, other.radius_hist, strict=True)],
             min_count=min(self.min_count, other.min_count),
             recounted=self.recounted + other.recounted,
+            first_count=_min_known(self.first_count, other.first_count),
         )
+
+
+def _min_known(a: int, b: int) -> int:
+    known = [v for v in (a, b) if v >= 0]
+    return min(known) if known else -1
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,12 @@ def summarize_image(
     persist_counts: bool = True,
 ) -> ImageSummary:
     """Certify one image at one (σ, variant) and tally it (see the module docstring)."""
-    from certseg.stats import ConfusionAccumulator, certify_pixels, pixel_radii
+    from certseg.stats import (
+        ConfusionAccumulator,
+        certify_pixels,
+        min_count_to_certify,
+        pixel_radii,
+    )
 
     recounted = 0
     if store.counts_n(sigma, variant, image) == params.n:
@@ -208,6 +222,7 @@ def summarize_image(
         radius_hist=[int(v) for v in hist],
         min_count=int(result.min_count),
         recounted=recounted,
+        first_count=min_count_to_certify(params.n, params.tau, params.alpha / counts.k.size),
     )
 
 

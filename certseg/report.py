@@ -28,6 +28,7 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("certified_accuracy", "certified acc"),
     ("certified_miou", "certified mIoU"),
     ("abstain_rate", "abstain"),
+    ("certified_wrong", "certified wrong"),
     ("smoothed_accuracy", "smoothed acc"),
     ("clean_accuracy", "clean acc"),
 )
@@ -80,12 +81,14 @@ def build_rows(
                 "certified_accuracy": certified.accuracy,
                 "certified_miou": certified.miou,
                 "abstain_rate": certified.abstain_rate,
+                "certified_wrong": certified.wrong_rate,
                 "smoothed_accuracy": smoothed.accuracy,
                 "smoothed_miou": smoothed.miou,
                 "clean_accuracy": clean.accuracy,
                 "clean_miou": clean.miou,
                 "radius": radius_for(sigma, params.tau),
                 "min_count": summary.min_count,
+                "first_count": summary.first_count,
                 "num_images": summary.num_images,
                 "num_valid": certified.num_valid,
                 "n0": config.n0,
@@ -141,6 +144,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _cannot_certify(row: Mapping[str, Any]) -> bool:
+    """n is below the smallest count the first correction step can certify (level α/m), so no
+    pixel can be certified (first_count > n)."""
+    first, n = row.get("first_count"), row.get("n")
+    return isinstance(first, int) and isinstance(n, int) and first > n
+
+
 def table_lines(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """The printed table as header + rows of strings: flagged health marked "!", variants
     needing training marked "*"."""
@@ -155,6 +165,8 @@ def table_lines(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                 text += " *"
             if key == "health_accuracy" and row.get("health_flagged"):
                 text += " !"
+            if key == "certified_accuracy" and _cannot_certify(row):
+                text += " ‼"
             cells.append(text)
         lines.append(cells)
     return lines
@@ -186,6 +198,18 @@ def legend(rows: Sequence[Mapping[str, Any]]) -> str:
     )
     if any(r.get("health_flagged") for r in rows):
         parts.append("! base accuracy below the health floor.")
+    parts.append(
+        "certified wrong: certified with a label other than the truth (fraction of valid "
+        "pixels; certified acc + certified wrong + abstain = 1)."
+    )
+    blocked = [r for r in rows if _cannot_certify(r)]
+    if blocked:
+        need = max(int(r["first_count"]) for r in blocked)
+        parts.append(
+            f"‼ n={blocked[0]['n']} is below the minimum count {need} that can certify any "
+            f"pixel at α={first['alpha']:g}, τ={first['tau']:g} over these images' pixel counts: "
+            f"nothing can be certified; use n ≥ {need} (or a larger α, a smaller τ)."
+        )
     labels = {r["variant"]: r.get("label", "") for r in rows}
     parts.append("; ".join(f"{k}: {v}" for k, v in labels.items() if v) + ".")
     return " ".join(parts)

@@ -33,6 +33,7 @@ METRICS: tuple[str, ...] = (
     "certified_accuracy",
     "certified_miou",
     "abstain_rate",
+    "certified_wrong",
     "smoothed_accuracy",
     "smoothed_miou",
     "health_accuracy",

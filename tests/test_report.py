@@ -254,3 +254,53 @@ def test_class_iou_draws_the_rows_ious(
         assert max(heights) > 0.0
         colour = np.array(to_rgb(bars.patches[0].get_facecolor()))
         assert (np.abs(png - colour).max(axis=-1) < 0.02).sum() > 20, label
+
+
+def test_certified_wrong_and_the_minimum_count_warning(tmp_path: Path) -> None:
+    """certified acc + certified wrong + abstain = 1 per row (counted exactly from the stored
+    certificate); an n below the count the first correction step needs is flagged in the table
+    and the legend, with that count, and only then."""
+    from certseg.stats import min_count_to_certify
+
+    store = fill_toy_store(str(tmp_path / "s.zarr"))
+    targets: Any = store.group["targets"]
+    shifted = np.asarray(targets[0])
+    valid = shifted != store.ignore_index
+    shifted[valid] = (shifted[valid] + 1) % store.num_classes  # image 0's truth now disagrees
+    targets[0] = shifted
+    config = toy_config(store.url)
+    result = aggregate_store(store.url, CertifyParams(n=20, alpha=0.05, tau=0.6))
+    rows = build_rows(config, result, class_names=list("abcde"))
+    for row in rows:
+        total = row["certified_accuracy"] + row["certified_wrong"] + row["abstain_rate"]
+        assert total == pytest.approx(1.0, abs=1e-12)
+        wrong = valid = 0
+        for image in range(store.num_images):
+            labels = certify_pixels(
+                *_stored_counts(store, row["sigma"], row["variant"], image),
+                20,
+                alpha=0.05,
+                tau=0.6,
+                sigma=row["sigma"],
+            ).labels
+            target = store.read_target(image)
+            mask = target != store.ignore_index
+            wrong += int(((labels != ABSTAIN) & (labels != target) & mask).sum())
+            valid += int(mask.sum())
+        assert row["certified_wrong"] == wrong / valid
+    assert all(row["certified_wrong"] > 0 for row in rows)
+    assert "certified wrong" in markdown_table(rows)
+    assert "‼" not in markdown_table(rows)
+    pixels = int(np.prod(store.image_shapes.max(axis=0)))
+    small = aggregate_store(store.url, CertifyParams(n=3, alpha=0.05, tau=0.6))
+    blocked = build_rows(config, small, class_names=list("abcde"))
+    need = min_count_to_certify(3, 0.6, 0.05 / pixels)
+    assert need > 3 and all(row["first_count"] >= need for row in blocked)
+    table = markdown_table(blocked)
+    assert "‼" in table and "nothing can be certified" in table
+    assert f"use n ≥ {max(r['first_count'] for r in blocked)}" in table
+
+
+def _stored_counts(store: Any, sigma: float, variant: str, image: int) -> tuple[Any, Any]:
+    counts = store.read_counts(sigma, variant, image)
+    return counts["labels_selected"], counts["k"]

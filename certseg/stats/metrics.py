@@ -25,13 +25,18 @@ from certseg.stats.constants import ABSTAIN
 
 @dataclass(frozen=True, eq=False)
 class SegmentationMetrics:
-    """Metrics of one set of pixels. iou: (C,) float64, NaN where a class's union is empty."""
+    """Metrics of one set of pixels. iou: (C,) float64, NaN where a class's union is empty.
+
+    accuracy + wrong_rate + abstain_rate = 1 (over valid pixels): wrong_rate is the fraction
+    given a label other than the truth (for a certificate: certified wrong).
+    """
 
     accuracy: float
     abstain_rate: float
     iou: np.ndarray
     miou: float
     num_valid: int
+    wrong_rate: float = float("nan")
 
 
 def _check_num_classes(num_classes: object) -> int:
@@ -165,10 +170,11 @@ class ConfusionAccumulator:
         present = union > 0
         miou = float(iou[present].mean()) if present.any() else float("nan")
         if num_valid == 0:
-            accuracy = abstain_rate = float("nan")
+            accuracy = abstain_rate = wrong_rate = float("nan")
         else:
             accuracy = float(tp.sum() / num_valid)
             abstain_rate = float(self.abstain.sum() / num_valid)
+            wrong_rate = float((self.confusion.sum() - tp.sum()) / num_valid)
         iou.setflags(write=False)
         return SegmentationMetrics(
             accuracy=accuracy,
@@ -176,6 +182,7 @@ class ConfusionAccumulator:
             iou=iou,
             miou=miou,
             num_valid=num_valid,
+            wrong_rate=wrong_rate,
         )
 
 
