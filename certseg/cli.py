@@ -403,7 +403,9 @@ def report(
         ..., help="MLflow run id, 'latest', or a results folder / results.parquet."
     ),
     tracking_uri: str = typer.Option("sqlite:///mlruns.db", help="MLflow tracking URI."),
-    experiment: str = typer.Option("certseg-demo", help="Experiment of 'latest'."),
+    experiment: str | None = typer.Option(
+        None, help="Experiment of 'latest' (default: the newest run of any experiment)."
+    ),
     out: Path | None = typer.Option(None, help="Write the table (Markdown) and plots here."),
 ) -> None:
     """Print a finished run's results table (and write its plots with --out)."""

@@ -384,17 +384,26 @@ def _list_artifacts(client: Any, run_id: str, path: str | None = None) -> list[s
     return sorted(out)
 
 
-def latest_run_id(*, tracking_uri: str, experiment: str) -> str:
-    """The most recent run of an experiment (ValueError when there is none)."""
+def latest_run_id(*, tracking_uri: str, experiment: str | None = None) -> str:
+    """The most recent run of an experiment, or of any experiment when None (ValueError when
+    there is none)."""
+    from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri!r}")
-    runs = client.search_runs(
-        [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri!r}")
+        ids = [found.experiment_id]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    runs = (
+        client.search_runs(ids, order_by=["attributes.start_time DESC"], max_results=1)
+        if ids
+        else []
     )
     if not runs:
-        raise ValueError(f"MLflow experiment {experiment!r} at {tracking_uri!r} has no runs")
+        where = f"experiment {experiment!r}" if experiment else "any experiment"
+        raise ValueError(f"no MLflow runs in {where} at {tracking_uri!r}")
     return str(runs[0].info.run_id)

@@ -137,3 +137,19 @@ def test_demo_end_to_end_meets_the_issue_10_goals(tmp_path: Path) -> None:
     )
     assert second.returncode == 0, second.stdout + second.stderr
     assert (tmp_path / "mlruns.db").is_file()
+
+
+def test_report_latest_finds_the_newest_run_of_any_experiment(tmp_path: Path) -> None:
+    from certseg.tracking import log_run
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    store = fill_toy_store(str(tmp_path / "s.zarr"))
+    result = aggregate_store(store.url, CertifyParams(n=20, alpha=0.05, tau=0.6))
+    older = log_run(tracking_uri=uri, experiment="other", run_name="r", params={}, tags={}, rows=[])
+    outcome = finalize_run(toy_config(store.url), result, out_dir=tmp_path / "o", tracking_uri=uri)
+    assert outcome.run_id != older.run_id
+    latest = runner.invoke(app, ["report", "latest", "--tracking-uri", uri])
+    assert latest.exit_code == 0, latest.output
+    assert f"MLflow run {outcome.run_id}" in latest.output.replace("\n", "")
+    empty = runner.invoke(app, ["report", "latest", "--tracking-uri", f"sqlite:///{tmp_path}/e.db"])
+    assert empty.exit_code == 1 and "no MLflow runs in any experiment" in empty.output
