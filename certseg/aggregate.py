@@ -20,10 +20,11 @@ import contextlib
 import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from certseg.config import CertifyParams as CertifyParams
 from certseg.redact import check_unredacted, redact_url
 from certseg.storage import SampleStore, sigma_key
 
@@ -35,28 +36,6 @@ RADIUS_MAX_OVER_SIGMA = 5.0
 def radius_edges(sigma: float) -> np.ndarray:
     """(RADIUS_BINS + 1,) bin edges of the radius histogram at σ, in [0, 1] image units."""
     return sigma * np.linspace(0.0, RADIUS_MAX_OVER_SIGMA, RADIUS_BINS + 1)
-
-
-@dataclass(frozen=True)
-class CertifyParams:
-    """The certificate's parameters: n estimation samples used, α, τ and the correction."""
-
-    n: int
-    alpha: float
-    tau: float
-    correction: Literal["holm", "bonferroni"] = "holm"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"CertifyParams.n must be an int >= 1, got {self.n!r}")
-        if not 0.0 < self.alpha < 1.0:
-            raise ValueError(f"CertifyParams.alpha must be in (0, 1), got {self.alpha}")
-        if not 0.5 < self.tau < 1.0:
-            raise ValueError(f"CertifyParams.tau must be in (0.5, 1), got {self.tau}")
-        if self.correction not in ("holm", "bonferroni"):
-            raise ValueError(
-                f"CertifyParams.correction must be 'holm' or 'bonferroni', got {self.correction!r}"
-            )
 
 
 @dataclass

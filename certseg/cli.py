@@ -347,7 +347,9 @@ def recertify(
     The guarantee holds only for α, τ, correction and n chosen before looking at results:
     trying several and reporting the best voids it (a new choice is a new experiment).
     """
-    if correction is not None and correction not in ("holm", "bonferroni"):
+    from certseg.stats.correction import CORRECTIONS
+
+    if correction is not None and correction not in CORRECTIONS:
         _fail(f"--correction must be holm or bonferroni, got {correction!r}")
     _set_env_defaults()
     from flows.recertify import recertify as recertify_flow_typed

@@ -9,7 +9,16 @@ n estimation samples per image, at family-wise level α with threshold τ. Valid
 samples (dataset, models used, variants' wiring, σ values, n0, n, seed, denoiser options, bf16,
 samples_per_chunk, health set). It excludes α, τ and the correction (recertify may change them),
 labels, batch size, device, threads, shards, store, tracking and Dask settings. Paths are hashed
-as written (no file is read); the model files' sha256s are lineage tags, recorded by tracking.
+as written (no file is read). The model files' content is not part of config_id but is part of
+the store's identity: the store records one sha256 over the used model files (models_sha256)
+and refuses a run whose files differ; tracking logs each file's sha256 as a lineage tag.
+
+One schema per concept: the `dataset` section is a `certseg.data.spec.DatasetSpec`, each
+`segmenters` entry a `certseg.models.spec.SegmenterSpec` (named by its key), and n, α, τ and the
+correction are validated by the types `CertifyParams` uses (`certify_params()` returns them). The
+correction Literal comes from certseg.stats, the timestep rule from certseg.noise. config sits
+beside the dataset loaders and the segmenter registry, not above them: it imports only the spec
+modules they also import.
 
 What certseg persists or logs of a config is `public_dict()` / `to_public_json()` /
 `flat_params()`: storage_options values and URL credentials redacted (certseg.redact). Redaction
@@ -19,88 +28,68 @@ sections are not part of it anyway.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
 
+from certseg.data.spec import SPEC_CONFIG, DatasetSpec, SplitName, resolve_path
+from certseg.models.spec import SegmenterSpec
+from certseg.noise import TimestepRule
 from certseg.redact import redact_config_dict
-
-Correction = Literal["holm", "bonferroni"]
-DatasetKind = Literal["synthetic", "cityscapes", "pascal_context", "folder"]
-TimestepRule = Literal["matched", "laousy2023"]
+from certseg.stats.correction import Correction
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 
 
+def check_alpha(alpha: float) -> float:
+    """α if it is in (0, 1), else ValueError."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"must be in (0, 1), got {alpha}")
+    return alpha
+
+
+def check_tau(tau: float) -> float:
+    """τ if it is in (0.5, 1), else ValueError."""
+    if not 0.5 < tau < 1.0:
+        raise ValueError(f"must be in (0.5, 1), got {tau}")
+    return tau
+
+
+Alpha = Annotated[float, AfterValidator(check_alpha)]
+Tau = Annotated[float, AfterValidator(check_tau)]
+SampleCount = Annotated[StrictInt, Field(ge=1)]
+
+
+@dataclass(frozen=True, config=SPEC_CONFIG)
+class CertifyParams:
+    """The certificate's parameters: n estimation samples used, family-wise level α per image,
+    threshold τ and the multiple-testing correction. The run config's fields of the same names
+    are validated by the same types; `RunConfig.certify_params()` gives them as one value."""
+
+    n: SampleCount
+    alpha: Alpha
+    tau: Tau
+    correction: Correction = "holm"
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
-
-
-class SubsetConfig(_Frozen):
-    """Which items of a dataset to use (see certseg.data.registry.SubsetSpec)."""
-
-    first: int | None = Field(default=None, ge=1)
-    every: int | None = Field(default=None, ge=1)
-    ids: tuple[str, ...] | None = None
-
-
-class DatasetConfig(_Frozen):
-    """The dataset section: the fields of certseg.data.registry.DatasetSpec."""
-
-    kind: DatasetKind
-    root: str | None = None
-    split: str = "val"
-    subset: SubsetConfig | None = None
-    resize: tuple[int, int] | None = None
-    ignore_index: int = Field(default=255, ge=0)
-    classes_file: str | None = None
-    skip_invalid: bool = False
-    seed: int = Field(default=0, ge=0)
-    num_images: int = Field(default=32, ge=1)
-    size: int = Field(default=64, ge=1)
-
-    def to_spec(self, *, split: str | None = None, base_dir: Path | None = None) -> Any:
-        """The certseg.data.registry.DatasetSpec (optionally for another split), root resolved."""
-        from certseg.data.registry import DatasetSpec, SubsetSpec
-
-        subset = None
-        if self.subset is not None:
-            sub = self.subset
-            subset = SubsetSpec(first=sub.first, every=sub.every, ids=sub.ids)
-        root = self.root
-        if root is not None and base_dir is not None and "://" not in root:
-            root = str(_resolve(root, base_dir))
-        classes_file = self.classes_file
-        if classes_file is not None and base_dir is not None:
-            classes_file = str(_resolve(classes_file, base_dir))
-        return DatasetSpec(
-            kind=self.kind,
-            root=root,
-            split=split or self.split,
-            subset=subset,
-            resize=self.resize,
-            ignore_index=self.ignore_index,
-            classes_file=classes_file,
-            skip_invalid=self.skip_invalid,
-            seed=self.seed,
-            num_images=self.num_images,
-            size=self.size,
-        )
-
-
-class SegmenterConfig(_Frozen):
-    """One segmenter: the fields of certseg.models.SegmenterSpec (None fields are left out)."""
-
-    family: str
-    path: str | None = None
-    num_classes: int | None = Field(default=None, ge=1)
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class DenoiserConfig(_Frozen):
@@ -157,7 +146,7 @@ class HealthConfig(_Frozen):
     """The base-accuracy health check: one noisy draw per image on a held-out split."""
 
     num_images: int = Field(default=8, ge=0)
-    split: str = "val"
+    split: SplitName = "val"
     floor: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
@@ -188,15 +177,15 @@ class RunConfig(_Frozen):
     """The whole run. σ in [0, 1] image units; α one-sided family-wise level per image."""
 
     name: str = "certseg"
-    dataset: DatasetConfig
-    segmenters: dict[str, SegmenterConfig]
+    dataset: DatasetSpec
+    segmenters: dict[str, SegmenterSpec]
     denoisers: dict[str, DenoiserConfig] = Field(default_factory=dict)
     variants: tuple[VariantConfig, ...]
     sigmas: tuple[float, ...]
-    n0: int = Field(ge=1)
-    n: int = Field(ge=1)
-    alpha: float = 0.001
-    tau: float = 0.75
+    n0: SampleCount
+    n: SampleCount
+    alpha: Alpha = 0.001
+    tau: Tau = 0.75
     correction: Correction = "holm"
     seed: int = Field(default=0, ge=0)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
@@ -208,19 +197,18 @@ class RunConfig(_Frozen):
     base_dir: str | None = None
     """Directory that relative model and dataset paths resolve against (default: the CWD)."""
 
-    @field_validator("alpha")
+    @field_validator("segmenters")
     @classmethod
-    def _alpha(cls, value: float) -> float:
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"must be in (0, 1), got {value}")
-        return value
-
-    @field_validator("tau")
-    @classmethod
-    def _tau(cls, value: float) -> float:
-        if not 0.5 < value < 1.0:
-            raise ValueError(f"must be in (0.5, 1), got {value}")
-        return value
+    def _named_by_key(cls, value: dict[str, SegmenterSpec]) -> dict[str, SegmenterSpec]:
+        named = {}
+        for key, spec in value.items():
+            if spec.name not in (None, key):
+                raise ValueError(
+                    f"{key}.name: leave it out (the segmenter is named by its key), "
+                    f"got {spec.name!r}"
+                )
+            named[key] = dataclasses.replace(spec, name=key)
+        return named
 
     @field_validator("sigmas")
     @classmethod
@@ -311,18 +299,23 @@ class RunConfig(_Frozen):
 
     def resolve_path(self, path: str) -> Path:
         """A model/dataset path: absolute as is, else relative to base_dir (or the CWD)."""
-        return _resolve(path, Path(self.base_dir) if self.base_dir else Path.cwd())
+        return resolve_path(path, Path(self.base_dir) if self.base_dir else Path.cwd())
+
+    def certify_params(self) -> CertifyParams:
+        """n, α, τ and the correction as the certificate's parameters."""
+        return CertifyParams(n=self.n, alpha=self.alpha, tau=self.tau, correction=self.correction)
 
     def identity(self) -> dict[str, Any]:
         """The parts that determine the stored samples (the input of config_id), JSON-ready."""
         used = self.used_segmenters()
         used_denoisers = sorted({v.denoiser for v in self.variants if v.denoiser})
+        dumped = self.model_dump(mode="json")
         return {
             # skip_invalid only decides which files are used: the image ids and the manifest
             # hash in the store record that.
-            "dataset": self.dataset.model_dump(mode="json", exclude={"skip_invalid"}),
-            "segmenters": {k: self.segmenters[k].model_dump(mode="json") for k in used},
-            "denoisers": {k: self.denoisers[k].model_dump(mode="json") for k in used_denoisers},
+            "dataset": {k: v for k, v in dumped["dataset"].items() if k != "skip_invalid"},
+            "segmenters": {k: dumped["segmenters"][k] for k in used},
+            "denoisers": {k: dumped["denoisers"][k] for k in used_denoisers},
             "variants": [
                 {
                     "name": v.name,
@@ -382,32 +375,27 @@ def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:
         out[prefix] = json.dumps(value) if not isinstance(value, str) else value
 
 
-def _resolve(path: str, base: Path) -> Path:
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else base / candidate
+_NAMES_ITS_FIELD = re.compile(r"^[\w.-]+: ")
+"""A check across fields starts its message with the field's path below its location."""
 
 
 def _format_error(error: ValidationError, prefix: str) -> str:
     lines = []
     for item in error.errors():
-        loc = ".".join(str(part) for part in item["loc"])
-        message = item["msg"]
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        if not loc:  # a model-level check: its message starts with the field path
-            lines.append(f"{prefix}.{message}")
+        where = ".".join([prefix, *(str(part) for part in item["loc"])])
+        message = item["msg"].removeprefix("Value error, ")
+        if _NAMES_ITS_FIELD.match(message):
+            lines.append(f"{where}.{message}")
             continue
-        field = f"{prefix}.{loc}"
         shown = ""
         if (
             "input" in item
-            and item["type"] not in ("missing",)
+            and item["type"] != "missing"
             and not isinstance(item["input"], dict)
+            and "got " not in message
         ):
             shown = f", got {item['input']!r}"
-            if f"got {item['input']!r}" in message or "got " in message:
-                shown = ""
-        lines.append(f"{field}: {message}{shown}")
+        lines.append(f"{where}: {message}{shown}")
     return "; ".join(lines)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -22,7 +22,7 @@ PHASES: dict[str, int] = {"selection": 0, "estimation": 1, "health": 2}
 """Sampling phases; each keys its own independent noise stream."""
 
 TimestepRule = Literal["matched", "laousy2023"]
-TIMESTEP_RULES: tuple[str, ...] = ("matched", "laousy2023")
+TIMESTEP_RULES: tuple[str, ...] = get_args(TimestepRule)
 
 ResizeMode = Literal["bilinear", "bilinear-noaa", "bicubic", "area", "nearest"]
 RESIZE_MODES: tuple[str, ...] = ("bilinear", "bilinear-noaa", "bicubic", "area", "nearest")

@@ -216,7 +216,7 @@ def open_run_dataset(config: RunConfig) -> SegmentationDataset:
     """The dataset the config certifies (subset applied; not yet validated)."""
     from certseg.data.registry import open_dataset
 
-    return open_dataset(config.dataset.to_spec(base_dir=_base_dir(config)))
+    return open_dataset(config.dataset.resolved(_base_dir(config)))
 
 
 def open_health_dataset(config: RunConfig) -> SegmentationDataset | None:
@@ -225,7 +225,7 @@ def open_health_dataset(config: RunConfig) -> SegmentationDataset | None:
         return None
     from certseg.data.registry import SubsetSpec, open_dataset
 
-    spec = config.dataset.to_spec(split=config.health.split, base_dir=_base_dir(config))
+    spec = config.dataset.resolved(_base_dir(config), split=config.health.split)
     if spec.kind == "synthetic":
         spec = dataclasses.replace(spec, num_images=config.health.num_images, subset=None)
     else:

@@ -22,25 +22,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from certseg.errors import NonFiniteOutputError
 from certseg.noise import PHASES, sample_noise
+from certseg.storage.layout import class_map_dtype
 
 if TYPE_CHECKING:
     import torch
 
     from certseg.denoise import DiffusionDenoiser
     from certseg.models.segmenter import Segmenter
-
-
-def class_map_dtype(num_classes: int) -> np.dtype[Any]:
-    """uint8 for up to 255 classes, uint16 beyond (class indices only, never ABSTAIN)."""
-    if num_classes > 65535:
-        raise ValueError(f"num_classes={num_classes} does not fit a uint16 class map")
-    return np.dtype(np.uint8) if num_classes <= 255 else np.dtype(np.uint16)
 
 
 def bf16_supported(device: str | torch.device) -> bool:
@@ -142,7 +136,8 @@ def sample_class_maps(
     the per-pixel argmax of the logits (ties → lowest class index). autocast_dtype: e.g.
     torch.bfloat16 (see `bf16_supported`) for the denoiser and segmenters; the noise and x̃ are
     float32. num_threads: torch intra-op threads for this call (restored afterwards).
-    Returns name → (count, H, W) uint8 (uint16 past 255 classes) on the CPU.
+    Returns name → (count, H, W) class maps on the CPU, dtype
+    `certseg.storage.layout.class_map_dtype` (uint8 up to 256 classes, else uint16).
     NonFiniteOutputError when the denoiser's output or a segmenter's logits are not all finite
     (the message names the model, σ, image, phase and sample indices).
     """
@@ -167,7 +162,7 @@ def sample_class_maps(
     clean = clean.to(target)
     height, width = int(clean.shape[1]), int(clean.shape[2])
     outputs = {
-        name: np.empty((count, height, width), dtype=class_map_dtype(seg.num_classes))
+        name: np.empty((count, height, width), dtype=np.dtype(class_map_dtype(seg.num_classes)))
         for name, seg in segmenters.items()
     }
     for segmenter in segmenters.values():

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from certseg.storage.layout import sigma_key
+
 METRICS: tuple[str, ...] = (
     "certified_accuracy",
     "certified_miou",
@@ -76,8 +78,9 @@ class TrackingError(ValueError):
 
 
 def metric_key(metric: str, sigma: float, variant: str) -> str:
-    """MLflow metric name of one (metric, σ, variant), e.g. certified_accuracy/sigma_0.25/clean."""
-    return f"{metric}/sigma_{sigma:g}/{variant}"
+    """MLflow metric name of one (metric, σ, variant), e.g. certified_accuracy/sigma_0.25/clean;
+    σ is named by the store's `sigma_key`, so distinct σ values never share a metric."""
+    return f"{metric}/{sigma_key(sigma)}/{variant}"
 
 
 def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
@@ -263,8 +266,8 @@ def _log_run(
                     metric = metric_key(name, row["sigma"], row["variant"])
                     metrics.append(Metric(metric, float(value), 0, 0))
             if row.get("health_flagged"):
-                flagged.append(f"sigma_{row['sigma']:g}/{row['variant']}")
-                all_tags[f"health_flagged/sigma_{row['sigma']:g}/{row['variant']}"] = "true"
+                flagged.append(f"{sigma_key(row['sigma'])}/{row['variant']}")
+                all_tags[f"health_flagged/{sigma_key(row['sigma'])}/{row['variant']}"] = "true"
         all_tags["health_flagged"] = ",".join(flagged) if flagged else "none"
         param_list = [
             Param(k, str(v)[:6000]) for k, v in sorted(params.items()) if k not in present

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow
 
 from certseg.aggregate import CertifyParams
 from certseg.redact import check_unredacted, redact_url
+from certseg.stats.correction import Correction
 from tasks.certify import (
     aggregate_task,
     check_tracking_task,
@@ -23,7 +24,7 @@ def recertify(
     storage_options: dict[str, Any] | None = None,
     alpha: float | None = None,
     tau: float | None = None,
-    correction: Literal["holm", "bonferroni"] | None = None,
+    correction: Correction | None = None,
     n: int | None = None,
     dask_address: str | None = None,
     tracking_uri: str | None = None,

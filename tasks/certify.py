@@ -10,6 +10,7 @@ skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -100,7 +101,7 @@ def load_config_task(
             data["base_dir"] = base_dir
         loaded = config_from_dict(data)
     if skip_invalid and not loaded.dataset.skip_invalid:
-        dataset = loaded.dataset.model_copy(update={"skip_invalid": True})
+        dataset = dataclasses.replace(loaded.dataset, skip_invalid=True)
         loaded = loaded.model_copy(update={"dataset": dataset})
     return loaded
 

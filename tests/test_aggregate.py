@@ -8,6 +8,8 @@ from typing import cast
 
 import numpy as np
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from certseg.aggregate import (
     CertifyParams,
@@ -16,6 +18,8 @@ from certseg.aggregate import (
     dask_client,
     radius_edges,
 )
+from certseg.config import CertifyParams as ConfigCertifyParams
+from certseg.config import config_from_dict
 from certseg.stats import (
     ABSTAIN,
     ConfusionAccumulator,
@@ -29,6 +33,7 @@ from certseg.stats import (
 from certseg.storage import SampleStore
 from tests.pipeline_fixtures import fill_toy_store as _fill
 
+REPO = Path(__file__).resolve().parents[1]
 C = 5
 
 
@@ -262,8 +267,26 @@ def test_distributed_client_gives_the_same_result(store: SampleStore) -> None:
     assert local.summaries == distributed.summaries
 
 
-def test_params_validation() -> None:
-    with pytest.raises(ValueError, match=r"CertifyParams\.tau"):
-        CertifyParams(n=5, alpha=0.1, tau=0.5)
-    with pytest.raises(ValueError, match=r"CertifyParams\.n"):
-        CertifyParams(n=0, alpha=0.1, tau=0.7)
+@pytest.mark.parametrize(
+    ("kwargs", "field", "message"),
+    [
+        ({"n": 5, "alpha": 0.1, "tau": 0.5}, "tau", "must be in (0.5, 1), got 0.5"),
+        ({"n": 5, "alpha": 0.0, "tau": 0.7}, "alpha", "must be in (0, 1), got 0.0"),
+        ({"n": 0, "alpha": 0.1, "tau": 0.7}, "n", "greater than or equal to 1"),
+        ({"n": True, "alpha": 0.1, "tau": 0.7}, "n", "valid integer"),
+        ({"n": 5, "alpha": 0.1, "tau": 0.7, "correction": "sidak"}, "correction", "'holm'"),
+    ],
+)
+def test_params_validation(kwargs: dict, field: str, message: str) -> None:
+    with pytest.raises(ValueError, match="CertifyParams") as info:
+        CertifyParams(**kwargs)
+    assert isinstance(info.value, ValidationError)
+    [error] = info.value.errors()
+    assert error["loc"] == (field,) and message in error["msg"]
+
+
+def test_params_are_the_configs() -> None:
+    """One schema: the config's certification fields are CertifyParams, validated alike."""
+    config = config_from_dict(yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text()))
+    assert config.certify_params() == CertifyParams(n=8, alpha=0.05, tau=0.6, correction="holm")
+    assert CertifyParams is ConfigCertifyParams

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,76 @@ def test_denoiser_key_that_names_the_undenoised_group_is_refused(key: str) -> No
             variant["denoiser"] = key
     with pytest.raises(ValueError, match=r"config\.denoisers: .* cannot name a denoiser"):
         config_from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("dataset",), {"kind": "folder"}, "config.dataset.root: required for kind 'folder'"),
+        (("dataset", "root"), "/data", "config.dataset.root: must be left out for kind"),
+        (("dataset", "split"), "a/b", "config.dataset.split: must be a plain name"),
+        (("dataset", "subset"), {}, "config.dataset.subset.first: give first, every or ids"),
+        (("dataset", "subset"), {"first": 0}, "config.dataset.subset.first: Input should be"),
+        (("dataset", "sizes"), 8, "config.dataset.sizes: Unexpected keyword argument"),
+        (("health", "split"), "../val", "config.health.split: must be a plain name"),
+        (("segmenters", "clean", "family"), "torchvision", "config.segmenters.clean.family"),
+        (("segmenters", "clean", "num_classes"), 1, "config.segmenters.clean.num_classes"),
+        (("segmenters", "clean", "std"), [1, 0, 1], "config.segmenters.clean.std: entries must"),
+        (("segmenters", "clean", "mean"), [0, 0, 0], "config.segmenters.clean.mean: mean and std"),
+        (("segmenters", "clean", "name"), "other", "config.segmenters.clean.name: leave it out"),
+        (("n",), True, "config.n: Input should be a valid integer"),
+        (("variants", 0, "segmenter_by_sigma"), {}, "config.variants.0.segmenter: give exactly"),
+    ],
+)
+def test_shared_schema_errors_name_the_config_field(
+    path: tuple, value: object, expected: str
+) -> None:
+    """The dataset and segmenter sections are the library's specs, validated on load, and their
+    errors still name the config field."""
+    data = _tiny()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ValueError) as info:
+        config_from_dict(data)
+    assert expected in str(info.value)
+
+
+def test_sections_are_the_library_specs_and_segmenters_are_named_by_key() -> None:
+    from certseg.data.spec import DatasetSpec
+    from certseg.models import SegmenterSpec
+
+    config = load_config(TINY)
+    assert type(config.dataset) is DatasetSpec
+    assert all(type(spec) is SegmenterSpec for spec in config.segmenters.values())
+    assert {key: spec.label for key, spec in config.segmenters.items()} == {
+        "clean": "clean",
+        "noise-0.25": "noise-0.25",
+    }
+    data = _tiny()
+    data["segmenters"]["clean"]["name"] = "clean"  # the key itself is accepted, and not hashed
+    assert config_from_dict(data).config_id == config.config_id
+    assert "name" not in json.loads(config.to_json())["segmenters"]["clean"]
+
+
+def test_config_ids_of_the_shipped_configs_are_pinned() -> None:
+    """Literal hashes: the schemas may be reorganized, the samples' identity may not change."""
+    assert load_config(TINY).config_id == (
+        "56e7f10d3f927d359d7c9b910a44d9ee9708dbc37ae21ac528055547898f43bf"
+    )
+    assert load_config(REPO / "configs" / "demo.yaml").config_id == (
+        "7e682035fead76d04b5c77bb541122b2bc39802dee10f0b832c89d654bea432b"
+    )
+
+
+def test_serialized_configs_are_pinned() -> None:
+    """The full JSON (the store's persisted config, before redaction) is unchanged too."""
+    digests = {
+        name: hashlib.sha256(load_config(REPO / "configs" / name).to_json().encode()).hexdigest()
+        for name in ("tiny.yaml", "demo.yaml")
+    }
+    assert digests == {
+        "tiny.yaml": "63e39c9652e030444945a90d9427541a03307a09c6da6958346576dc771d8cb4",
+        "demo.yaml": "47a8da0186291417fa3d9b29bbcad1e4f5fcdad9c905557a6f92d1a72c8a2761",
+    }

@@ -13,7 +13,8 @@ from torch import nn
 from certseg.denoise import DiffusionDenoiser
 from certseg.models.segmenter import Segmenter
 from certseg.noise import sample_noise
-from certseg.sampling import bf16_supported, class_map_dtype, sample_class_maps
+from certseg.sampling import bf16_supported, sample_class_maps
+from certseg.storage.layout import class_map_dtype
 
 SIGMA = 0.5
 
@@ -145,17 +146,23 @@ def test_one_denoise_pass_per_batch_feeds_every_segmenter() -> None:
     assert CountingDenoiser.calls == 3  # ceil(12 / 5), not 3 × 2 segmenters
 
 
-def test_uint16_past_255_classes() -> None:
+@pytest.mark.parametrize(
+    ("num_classes", "dtype"), [(256, np.uint8), (257, np.uint16), (300, np.uint16)]
+)
+def test_class_maps_take_the_store_dtype_at_the_cut_off(num_classes: int, dtype: type) -> None:
+    """The sampler's class maps have the store's dtype: uint8 up to 256 classes (indices
+    0..255), uint16 beyond; the highest class index survives."""
+
     class Constant(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            logits = torch.zeros(x.shape[0], 300, *x.shape[-2:])
-            logits[:, 280] = 1.0
+            logits = torch.zeros(x.shape[0], num_classes, *x.shape[-2:])
+            logits[:, num_classes - 1] = 1.0
             return logits
 
-    big = Segmenter(Constant(), num_classes=300, mean=(0, 0, 0), std=(1, 1, 1), name="big")
+    big = Segmenter(Constant(), num_classes=num_classes, mean=(0, 0, 0), std=(1, 1, 1), name="big")
     out = run(segmenters={"big": big}, count=2)["big"]
-    assert out.dtype == np.uint16 and (out == 280).all()
-    assert class_map_dtype(255) == np.uint8 and class_map_dtype(256) == np.uint16
+    assert out.dtype == dtype and (out == num_classes - 1).all()
+    assert out.dtype == np.dtype(class_map_dtype(num_classes))
 
 
 def test_zero_count_and_bad_arguments() -> None:

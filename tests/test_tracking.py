@@ -7,6 +7,7 @@ from pathlib import Path
 
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.pipeline import HealthResult, finalize_run
+from certseg.storage import sigma_key
 from certseg.tracking import latest_run_id, metric_key, read_run
 from tests.pipeline_fixtures import fill_toy_store
 from tests.test_report import toy_config
@@ -69,3 +70,13 @@ def test_finalize_logs_params_tags_metrics_artifacts(tmp_path: Path) -> None:
         r["certified_accuracy"] for r in outcome.rows
     ]
     assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the sqlite database
+
+
+def test_metric_names_use_the_store_sigma_key() -> None:
+    """One σ name everywhere: MLflow metrics use the store's sigma_key, so two σ values never
+    share a metric (under the former :g format 0.1234567 and 0.1234568 both gave 0.123457)."""
+    for sigma in (0.25, 0.5, 1.0, 1 / 3, 0.1234567):
+        name = metric_key("certified_accuracy", sigma, "clean")
+        assert name == f"certified_accuracy/{sigma_key(sigma)}/clean"
+    assert metric_key("m", 0.25, "v") == "m/sigma_0.25/v"  # the demo's σ names are unchanged
+    assert metric_key("m", 0.1234567, "v") != metric_key("m", 0.1234568, "v")

@@ -1,4 +1,4 @@
-"""The dataset contract every loader implements: examples, class metadata and a manifest."""
+"""The dataset contract every loader implements: examples, class metadata, a manifest, its error."""
 
 from __future__ import annotations
 
@@ -11,6 +11,19 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 DEFAULT_IGNORE_INDEX = 255
+
+
+class DatasetError(ValueError):
+    """A dataset is not what certseg expects; the message names the file and the expectation.
+
+    `file` (the path relative to the dataset root, when one file is at fault) and `reason` (the
+    message without the file) are what a skip_invalid validation records in the manifest.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.file = file
+        self.reason = reason if reason is not None else message
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from certseg.data.base import ClassInfo
+from certseg.data.base import ClassInfo, DatasetError
 from certseg.data.files import (
     INVALID_LABEL,
     FileDataset,
@@ -28,7 +28,7 @@ from certseg.data.files import (
     apply_subset,
     relative,
 )
-from certseg.data.registry import DatasetError, DatasetSpec
+from certseg.data.spec import DatasetSpec
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"

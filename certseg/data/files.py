@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from certseg.data.base import ClassInfo, Example, Manifest, ManifestEntry
+from certseg.data.base import ClassInfo, DatasetError, Example, Manifest, ManifestEntry
 from certseg.data.io import (
     decode_image,
     decode_label,
@@ -24,7 +24,7 @@ from certseg.data.io import (
     resize_label,
 )
 from certseg.data.manifest import make_entry, sha256_hex
-from certseg.data.registry import DatasetError, SubsetSpec
+from certseg.data.spec import SubsetSpec
 
 INVALID_LABEL = -1
 """What a label map returns for a raw value that is not in the dataset's label set."""

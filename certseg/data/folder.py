@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from certseg.data.base import ClassInfo, default_palette
+from certseg.data.base import ClassInfo, DatasetError, default_palette
 from certseg.data.files import INVALID_LABEL, FileDataset, FileItem, LabelRules, apply_subset
-from certseg.data.registry import DatasetError, DatasetSpec
+from certseg.data.spec import DatasetSpec
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}

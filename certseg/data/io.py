@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from certseg.data.registry import DatasetError
+from certseg.data.base import DatasetError
 
 IMAGE_MODES: frozenset[str] = frozenset({"RGB", "L", "P", "1", "RGBA", "LA", "PA", "CMYK", "YCbCr"})
 LABEL_MODES: frozenset[str] = frozenset({"L", "P", "1", "I", "I;16", "I;16L", "I;16B"})

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from certseg.data.base import classes_from_names
+from certseg.data.base import DatasetError, classes_from_names
 from certseg.data.files import INVALID_LABEL, FileDataset, FileItem, LabelRules, apply_subset
-from certseg.data.registry import DatasetError, DatasetSpec
+from certseg.data.spec import DatasetSpec
 
 PAPER_RESIZE = (480, 480)
 """(H, W) the SegCertify / Laousy et al. evaluation resizes Pascal-Context images to."""

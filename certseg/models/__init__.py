@@ -6,13 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from certseg.models.registry import (
-    FAMILY_NAMES,
-    SEGMENTER_FAMILIES,
-    SegmenterSpec,
-    build_segmenter,
-    load_state_dict_file,
-)
+from certseg.models.registry import SEGMENTER_FAMILIES, build_segmenter, load_state_dict_file
+from certseg.models.spec import FAMILY_NAMES, FamilyName, SegmenterSpec
 
 if TYPE_CHECKING:
     from certseg.models.segmenter import Segmenter
@@ -20,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FAMILY_NAMES",
     "SEGMENTER_FAMILIES",
+    "FamilyName",
     "Segmenter",
     "SegmenterSpec",
     "build_segmenter",

@@ -1,8 +1,9 @@
 """Segmenter adapters chosen by family name from a registry (never eval).
 
-A `SegmenterSpec` names a family, a local path and the normalization; `build_segmenter(spec)`
-looks the family up in `SEGMENTER_FAMILIES` and returns a `certseg.models.segmenter.Segmenter`
-(eval mode, [0, 1] input, (B, C, H, W) logits at the input size). torch, transformers and the
+A `SegmenterSpec` (certseg.models.spec) names a family, a local path and the normalization;
+`build_segmenter(spec)` looks the family up in `SEGMENTER_FAMILIES` and returns a
+`certseg.models.segmenter.Segmenter` (eval mode, [0, 1] input, (B, C, H, W) logits at the input
+size). torch, transformers and the
 network code are imported only when a segmenter is built.
 
 Trust: a model file is data. Weights load via safetensors or torch.load(weights_only=True);
@@ -16,88 +17,24 @@ raises ModelFileError (a ValueError: never retried) naming it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from certseg.errors import ModelFileError, loader_reason
+from certseg.models.spec import SegmenterSpec
+
+__all__ = [
+    "SEGMENTER_FAMILIES",
+    "SegmenterSpec",
+    "build_segmenter",
+    "load_state_dict_file",
+    "read_tensor_file",
+]
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from certseg.models.segmenter import Segmenter
-
-FamilyName = Literal["compact", "module", "torchscript", "segformer"]
-FAMILY_NAMES: tuple[str, ...] = get_args(FamilyName)
-
-
-def _optional_triple(name: str, values: Any) -> tuple[float, float, float] | None:
-    if values is None:
-        return None
-    triple = tuple(float(v) for v in values)
-    if len(triple) != 3:
-        raise ValueError(f"SegmenterSpec.{name} must have 3 entries, got {values!r}")
-    if name == "std" and min(triple) <= 0:
-        raise ValueError(f"SegmenterSpec.std entries must be > 0, got {values!r}")
-    return triple[0], triple[1], triple[2]
-
-
-@dataclass(frozen=True)
-class SegmenterSpec:
-    """How to build one segmenter.
-
-    family: one of FAMILY_NAMES. path: local weights (a folder for "compact"/"segformer", a file
-    for "torchscript", an optional state-dict file for "module"). num_classes: required for
-    "module"/"torchscript"; checked against the folder's config for "compact"/"segformer".
-    mean / std: per-channel normalization in [0, 1] units; None takes the folder's config
-    ("compact", "segformer"), and is an error for "module"/"torchscript". options: family
-    extras — "module": {"module": an nn.Module}; "torchscript": {"output_key": "out"}.
-    name: label used in tables and storage (default: the family).
-    """
-
-    family: FamilyName
-    path: str | None = None
-    num_classes: int | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILY_NAMES:
-            raise ValueError(
-                f"SegmenterSpec.family must be one of {FAMILY_NAMES}, got {self.family!r}"
-            )
-        if self.num_classes is not None and (
-            isinstance(self.num_classes, bool)
-            or int(self.num_classes) != self.num_classes
-            or self.num_classes < 2
-        ):
-            raise ValueError(
-                f"SegmenterSpec.num_classes must be an integer >= 2, got {self.num_classes!r}"
-            )
-        object.__setattr__(self, "mean", _optional_triple("mean", self.mean))
-        object.__setattr__(self, "std", _optional_triple("std", self.std))
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("SegmenterSpec.mean and SegmenterSpec.std must be given together")
-
-    @property
-    def label(self) -> str:
-        """The segmenter's name: `name` if given, else the family."""
-        return self.name or self.family
-
-    def require_path(self) -> Path:
-        """The path as a Path; ValueError naming the family when missing (ModelFileError when
-        absent on disk)."""
-        if self.path is None:
-            raise ValueError(f"SegmenterSpec.path is required for family {self.family!r}")
-        path = Path(self.path)
-        if not path.exists():
-            raise ModelFileError(
-                f"SegmenterSpec.path {path} does not exist (family {self.family!r})"
-            )
-        return path
 
 
 def _normalization(

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 LAYOUT_VERSION = 1
 PHASES_STORED: tuple[str, ...] = ("selection", "estimation")
@@ -53,8 +53,32 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
 
 
 def sigma_key(sigma: float) -> str:
-    """The store's group name of a σ: "sigma_" + the shortest repr ("sigma_0.25")."""
+    """The name of a σ wherever certseg keys by σ: "sigma_" + the shortest repr that round-trips
+    ("sigma_0.25", "sigma_1.0"), so two σ values never share a name.
+
+    The store's group names, the per-σ sampling rates and the MLflow metric and tag names
+    (certseg.tracking) all use it.
+    """
     return f"sigma_{float(sigma)!r}"
+
+
+UINT8_CLASSES: Final[int] = 256
+"""Class maps of at most this many classes (indices 0..255) are uint8, larger ones uint16."""
+
+UINT16_CLASSES: Final[int] = 65536
+"""The most classes a class map holds (indices 0..65535 in uint16)."""
+
+
+def class_map_dtype(num_classes: int) -> str:
+    """The dtype name of a class map (sampled or stored) of `num_classes` classes: "uint8" up to
+    UINT8_CLASSES, "uint16" up to UINT16_CLASSES; ValueError beyond."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if num_classes > UINT16_CLASSES:
+        raise ValueError(
+            f"num_classes={num_classes} does not fit a uint16 class map (at most {UINT16_CLASSES})"
+        )
+    return "uint8" if num_classes <= UINT8_CLASSES else "uint16"
 
 
 @dataclass(frozen=True)
@@ -120,8 +144,8 @@ class StoreTemplate:
 
     @property
     def class_dtype(self) -> str:
-        """uint8 up to 256 classes, else uint16."""
-        return "uint8" if self.num_classes <= 256 else "uint16"
+        """The class maps' dtype name: `class_map_dtype(num_classes)`."""
+        return class_map_dtype(self.num_classes)
 
     @property
     def max_shape(self) -> tuple[int, int]:

@@ -35,6 +35,8 @@ LOCK_PREFIX = "certseg-lock."
 _LOCK_NAME = re.compile(r"^certseg-lock\.(\d+)\.json(\.tmp)?$")
 
 StoreKind = Literal["absent", "empty", "file", "foreign", "certseg"]
+LocationKind = Literal["absent", "file", "under_file", "dir"]
+"""What is at a store URL: nothing, a file (or object), a path under a file, or a folder."""
 
 
 def lock_name(gen: int) -> str:
@@ -189,7 +191,7 @@ class StoreLocation:
         also made absolute)."""
         return repr(redact_url(self.url))
 
-    def kind(self) -> Literal["absent", "file", "under_file", "dir"]:
+    def kind(self) -> LocationKind:
         """absent, dir, file (a file or object at the URL), under_file (a parent is a file)."""
         raise NotImplementedError
 
@@ -238,7 +240,7 @@ class LocalLocation(StoreLocation):
         absolute = str(self.path.absolute())
         return repr(self.url) if absolute == self.url else f"{self.url!r} ({absolute})"
 
-    def kind(self) -> Literal["absent", "file", "under_file", "dir"]:
+    def kind(self) -> LocationKind:
         # one stat call each: another creator may make the folder meanwhile
         try:
             mode = os.stat(self.path).st_mode
@@ -311,7 +313,7 @@ class FsspecLocation(StoreLocation):
         with contextlib.suppress(Exception):
             self.fs.invalidate_cache()
 
-    def kind(self) -> Literal["absent", "file", "under_file", "dir"]:
+    def kind(self) -> LocationKind:
         self._refresh()
         if self.fs.isfile(self.root):
             return "file"

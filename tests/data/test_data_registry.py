@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from certseg.data.base import ClassInfo, Example, Manifest, SegmentationDataset
-from certseg.data.registry import (
-    DatasetError,
-    DatasetSpec,
-    SubsetSpec,
-    open_dataset,
-    validate_dataset,
-)
+from certseg.data.base import ClassInfo, DatasetError, Example, Manifest, SegmentationDataset
+from certseg.data.registry import open_dataset, validate_dataset
+from certseg.data.spec import DatasetSpec, SubsetSpec
 from tests.data.layouts import (
     CITYSCAPES_STEMS,
     snapshot,
@@ -27,6 +24,16 @@ from tests.data.layouts import (
 )
 
 IDS = [f"img{i:02d}" for i in range(10)]
+
+
+def names_field(error: ValidationError, field: str) -> bool:
+    """Whether a pydantic error names `field`: as an entry's location, or as the field a check
+    across fields names first in its message ("root: required for kind 'folder'")."""
+    return any(
+        item["loc"][-1:] == (field,)
+        or item["msg"].removeprefix("Value error, ").startswith(f"{field}: ")
+        for item in error.errors()
+    )
 
 
 # --- SubsetSpec ------------------------------------------------------------------------------
@@ -46,21 +53,30 @@ def test_subset_ids_keep_dataset_order_and_reject_unknown() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "field"),
     [
-        {},
-        {"first": 0},
-        {"every": 0},
-        {"first": True},
-        {"ids": ()},
-        {"ids": ("a", "a")},
-        {"ids": ("a",), "first": 2},
-        {"ids": ["a"]},
+        ({}, "first"),
+        ({"first": 0}, "first"),
+        ({"every": 0}, "every"),
+        ({"first": True}, "first"),
+        ({"every": 2.0}, "every"),
+        ({"ids": ()}, "ids"),
+        ({"ids": ("a", "a")}, "ids"),
+        ({"ids": ("a", "")}, "ids"),
+        ({"ids": ("a",), "first": 2}, "ids"),
+        ({"ids": ("a",), "last": 2}, "last"),
     ],
 )
-def test_subset_spec_rejects(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="SubsetSpec"):
+def test_subset_spec_rejects(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError, match="SubsetSpec") as info:
         SubsetSpec(**kwargs)  # type: ignore[arg-type]
+    assert names_field(info.value, field), info.value
+
+
+def test_subset_ids_are_kept_as_a_tuple() -> None:
+    """A list of ids (as YAML gives) is validated and stored as a tuple: the spec stays hashable."""
+    subset = SubsetSpec(ids=["img03", "img01"])  # type: ignore[arg-type]
+    assert subset.ids == ("img03", "img01") and hash(subset) == hash(SubsetSpec(ids=subset.ids))
 
 
 # --- DatasetSpec -----------------------------------------------------------------------------
@@ -73,17 +89,51 @@ def test_subset_spec_rejects(kwargs: dict[str, object]) -> None:
         ({"kind": "folder"}, "root"),
         ({"kind": "synthetic", "root": "/x"}, "root"),
         ({"kind": "synthetic", "resize": (8, 8)}, "resize"),
-        ({"kind": "cityscapes", "root": "/x", "resize": (0, 8)}, "resize"),
-        ({"kind": "cityscapes", "root": "/x", "resize": [8, 8]}, "resize"),
+        ({"kind": "cityscapes", "root": "/x", "resize": (8, 0)}, 1),
+        ({"kind": "cityscapes", "root": "/x", "resize": (8, 8, 8)}, "resize"),
+        ({"kind": "cityscapes", "root": "/x", "resize": (8.0, 8)}, 0),
         ({"kind": "cityscapes", "root": "/x", "ignore_index": -1}, "ignore_index"),
+        ({"kind": "cityscapes", "root": "/x", "ignore_index": True}, "ignore_index"),
         ({"kind": "cityscapes", "root": "/x", "classes_file": "c.txt"}, "classes_file"),
         ({"kind": "cityscapes", "root": "/x", "split": "../val"}, "split"),
+        ({"kind": "cityscapes", "root": "/x", "split": ""}, "split"),
         ({"kind": "synthetic", "num_images": 0}, "num_images"),
+        ({"kind": "synthetic", "size": 0}, "size"),
+        ({"kind": "synthetic", "seed": -1}, "seed"),
+        ({"kind": "synthetic", "sizes": 8}, "sizes"),
     ],
 )
-def test_dataset_spec_names_the_bad_field(kwargs: dict[str, object], field: str) -> None:
-    with pytest.raises(ValueError, match=f"DatasetSpec.{field}"):
+def test_dataset_spec_names_the_bad_field(kwargs: dict[str, object], field: str | int) -> None:
+    """field: the offending field (an int: that entry of resize)."""
+    with pytest.raises(ValidationError, match="DatasetSpec") as info:
         DatasetSpec(**kwargs)  # type: ignore[arg-type]
+    if isinstance(field, int):
+        assert any(item["loc"] == ("resize", field) for item in info.value.errors()), info.value
+    else:
+        assert names_field(info.value, field), info.value
+
+
+def test_dataset_spec_resolves_paths_and_revalidates_a_new_split(tmp_path: Path) -> None:
+    spec = DatasetSpec(kind="folder", root="data/x", classes_file="c.txt", resize=[8, 9])  # type: ignore[arg-type]
+    assert spec.resize == (8, 9)
+    resolved = spec.resolved(tmp_path, split="train")
+    assert resolved.root == str(tmp_path / "data/x")
+    assert resolved.classes_file == str(tmp_path / "c.txt")
+    assert resolved.split == "train" and resolved.resize == (8, 9)
+    assert spec.resolved(None) == spec
+    url = DatasetSpec(kind="cityscapes", root="s3://bucket/cs")
+    assert url.resolved(tmp_path).root == "s3://bucket/cs"
+    with pytest.raises(ValidationError, match="plain name"):
+        spec.resolved(tmp_path, split="a/b")
+
+
+def test_replaced_copies_stay_validated() -> None:
+    """The run layer copies the dataset section with dataclasses.replace (e.g. skip_invalid):
+    the copy is validated like the original."""
+    spec = DatasetSpec(kind="folder", root="data/x")
+    assert dataclasses.replace(spec, skip_invalid=True).skip_invalid
+    with pytest.raises(ValidationError, match="root"):
+        dataclasses.replace(spec, root=None)
 
 
 # --- dispatch --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from certseg.storage import (
     StoreTemplate,
     sigma_key,
 )
+from certseg.storage.layout import UINT8_CLASSES, class_map_dtype
 
 
 def _template(config_id: str = "a" * 64, **overrides: object) -> StoreTemplate:
@@ -324,3 +325,32 @@ def test_concurrent_flags_of_one_image_are_all_kept(store: SampleStore) -> None:
     assert lost == 0
     with pytest.raises(ValueError, match="block must be in"):
         store.mark_done(0.25, "none", "estimation", 0, blocks)
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "dtype"),
+    [(1, "uint8"), (UINT8_CLASSES, "uint8"), (UINT8_CLASSES + 1, "uint16"), (65536, "uint16")],
+)
+def test_class_map_dtype_cut_off(num_classes: int, dtype: str) -> None:
+    """uint8 holds class indices 0..255, so 256 classes are uint8 and 257 are uint16."""
+    assert UINT8_CLASSES == 256
+    assert class_map_dtype(num_classes) == dtype
+    assert _template(num_classes=num_classes).class_dtype == dtype
+    with pytest.raises(ValueError, match="uint16"):
+        class_map_dtype(65537)
+    with pytest.raises(ValueError, match=">= 1"):
+        class_map_dtype(0)
+
+
+@pytest.mark.parametrize("num_classes", [256, 257])
+def test_the_highest_class_index_round_trips_at_the_cut_off(
+    tmp_path: Path, num_classes: int
+) -> None:
+    template = _template(num_classes=num_classes)
+    store = SampleStore.create(str(tmp_path / "s.zarr"), template, _targets(template))
+    array = store.group[store.samples_path(0.25, "plain", "selection")]
+    assert array.dtype == np.dtype(class_map_dtype(num_classes))
+    maps = np.full((3, 6, 8), num_classes - 1, dtype=np.dtype(class_map_dtype(num_classes)))
+    maps[0, 0, 0] = 0
+    store.write_samples(0.25, "plain", "selection", 0, 0, maps)
+    np.testing.assert_array_equal(store.read_samples(0.25, "plain", "selection", 0), maps)
