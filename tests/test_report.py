@@ -10,7 +10,7 @@ from pipeline_fixtures import fill_toy_store
 
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.config import RunConfig, config_from_dict
-from certseg.pipeline import HealthResult
+from certseg.outcomes import HealthResult
 from certseg.report import (
     build_rows,
     markdown_table,
