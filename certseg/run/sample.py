@@ -149,6 +149,19 @@ def open_run_dataset(ctx: RunContext) -> SegmentationDataset:
     return open_dataset(ctx.config.dataset.to_spec(base_dir=ctx.base_dir))
 
 
+class _ModelsOnDemand:
+    """The run's models, loaded on first use: a shard with nothing missing loads none."""
+
+    def __init__(self, ctx: RunContext, models: Models | None) -> None:
+        self.ctx = ctx
+        self.models = models
+
+    def get(self) -> Models:
+        if self.models is None:
+            self.models = load_models(self.ctx)
+        return self.models
+
+
 def sample_shard(
     ctx: RunContext,
     shard: Shard,
@@ -169,13 +182,7 @@ def sample_shard(
     sampler = sampler or default_sampler()
     dataset = open_run_dataset(ctx)
     positions = {image_id: i for i, image_id in enumerate(dataset.image_ids())}
-    loaded: list[Models] = [models] if models is not None else []
-
-    def need_models() -> Models:
-        if not loaded:
-            loaded.append(load_models(ctx))
-        return loaded[0]
-
+    on_demand = _ModelsOnDemand(ctx, models)
     sampled = skipped = samples = 0
     seconds = 0.0
     per_sigma: dict[str, dict[str, float]] = {}
@@ -190,7 +197,7 @@ def sample_shard(
         for name in config.used_segmenters():
             if not store.clean_done(name, image):
                 example = example or dataset.load(positions[image_id])
-                active = need_models()
+                active = on_demand.get()
                 prediction = predict_clean(
                     active.segmenters[name], example.image, active.device, image_key=image_id
                 )
@@ -211,7 +218,7 @@ def sample_shard(
                         began = time.perf_counter()
                         maps = draw_block(
                             ctx,
-                            need_models(),
+                            on_demand.get(),
                             sampler,
                             example,
                             sigma=sigma,
