@@ -7,6 +7,7 @@ prepare   validate the dataset, probe the segmenters, create the store from its 
 health    the base-accuracy health check on held-out images
 sample    plan shards; sample a shard's missing blocks into the store
 finalize  results folder (rows, files, plots) and the MLflow run
+recertify a stored run's config, n and health, and the context to certify it again
 
 Each step takes a RunContext (plain, picklable values), so it can run in a Prefect task, a Dask
 worker or a test. This package imports no orchestration framework.
