@@ -4,6 +4,10 @@ Every heavy import (torch, prefect, mlflow, zarr, dask) happens inside the comma
 so `certseg --help` is instant. As the entry point, the CLI (not the library) sets environment
 defaults for Prefect and MLflow when they are unset: an ephemeral Prefect server with a 120 s
 start-up allowance, no analytics or telemetry, and quiet Prefect logs.
+
+The CLI is the face above the flows: certify and recertify call the Prefect flows
+(certseg.flows), which call the tasks (certseg.tasks), which call the library. It never reads the
+run's config itself: the flow parses it once and returns what the CLI prints.
 """
 
 from __future__ import annotations
@@ -101,7 +105,7 @@ def _run_flow(call: Any, verbose: bool) -> Any:
     Permanent errors (ValueError: bad config or input, a refused store; an OSError such as a
     missing file) print their message; anything else prints its type and message.
     """
-    from tasks.certify import PERMANENT_OS_ERRORS
+    from certseg.tasks.certify import PERMANENT_OS_ERRORS
 
     _quiet_prefect_failures(verbose)
     try:
@@ -123,10 +127,10 @@ def _run_flow(call: Any, verbose: bool) -> Any:
         _quiet_prefect_failures(True)
 
 
-def _print_tracking(outcome: dict[str, Any], tracking_uri: str) -> None:
+def _print_tracking(outcome: dict[str, Any]) -> None:
     if outcome.get("run_id"):
         note = " — already logged, not logged again" if outcome.get("already_logged") else ""
-        typer.echo(f"MLflow run: {outcome['run_id']} ({redact_url(tracking_uri)}){note}")
+        typer.echo(f"MLflow run: {outcome['run_id']} ({redact_url(outcome['tracking_uri'])}){note}")
 
 
 def _print_table(rows: list[dict[str, Any]], title: str) -> None:
@@ -152,15 +156,23 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
     console.print(legend(rows), highlight=False)
 
 
-class _ProgressHook:
-    """Feeds the sampling progress bar (total known up front for the synthetic dataset)."""
+class _ProgressBar:
+    """The sampling progress bar: a certseg.tasks.progress.ProgressSink. The total arrives
+    once the store is prepared; samples found done (resumed) are counted apart."""
 
-    def __init__(self, progress: Any, total: int | None) -> None:
+    def __init__(self, progress: Any) -> None:
         self.progress = progress
-        self.task = progress.add_task("sampling", total=total)
+        self.task = progress.add_task("sampling", total=None)
+        self.resumed = 0
 
-    def __call__(self, count: int) -> None:
-        self.progress.update(self.task, advance=count)
+    def start(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+
+    def advance(self, samples: int, resumed: bool) -> None:
+        if resumed:
+            self.resumed += samples
+            self.progress.update(self.task, description=f"sampling ({self.resumed} resumed)")
+        self.progress.update(self.task, advance=samples)
 
 
 def _run_certify(
@@ -188,21 +200,10 @@ def _run_certify(
         TimeRemainingColumn,
     )
 
-    from certseg.config import load_config
-    from certseg.pipeline import total_blocks_samples
-
-    try:
-        config = load_config(config_path, base_dir=base_dir)
-    except ValueError as error:
-        _fail(str(error))
-    total = None
-    if config.dataset.kind == "synthetic" and config.dataset.subset is None:
-        total = total_blocks_samples(config, config.dataset.num_images)
-    from flows.certify_dataset import certify_dataset as certify_flow
-    from tasks.certify import set_progress_hook
+    from certseg.flows.certify_dataset import certify_dataset as certify_flow
+    from certseg.tasks.progress import reporting_progress
 
     certify_dataset: Any = certify_flow
-
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -212,25 +213,21 @@ def _run_certify(
         TimeRemainingColumn(),
         disable=quiet,
     )
-    try:
-        with progress:
-            set_progress_hook(_ProgressHook(progress, total))
-            outcome = _run_flow(
-                lambda: certify_dataset(
-                    str(config_path),
-                    store_url=store,
-                    dask_address=dask_address,
-                    tracking_uri=tracking_uri,
-                    shards=shards,
-                    out_dir=str(out) if out else None,
-                    base_dir=str(base_dir) if base_dir else None,
-                    skip_invalid=skip_invalid,
-                    track=track,
-                ),
-                verbose,
-            )
-    finally:
-        set_progress_hook(None)
+    with progress, reporting_progress(_ProgressBar(progress)):
+        outcome = _run_flow(
+            lambda: certify_dataset(
+                str(config_path),
+                store_url=store,
+                dask_address=dask_address,
+                tracking_uri=tracking_uri,
+                shards=shards,
+                out_dir=str(out) if out else None,
+                base_dir=str(base_dir) if base_dir else None,
+                skip_invalid=skip_invalid,
+                track=track,
+            ),
+            verbose,
+        )
     _print_table(outcome["rows"], title)
     for file, reason in outcome.get("skipped_files", []):  # shown even with --quiet
         typer.echo(f"skipped (--skip-invalid): {file}: {reason}", err=True)
@@ -240,7 +237,7 @@ def _run_certify(
             f"{outcome['sampled_blocks']} blocks sampled, {outcome['skipped_blocks']} resumed)"
         )
         typer.echo(f"results: {outcome['out_dir']}")
-        _print_tracking(outcome, tracking_uri or config.tracking.uri)
+        _print_tracking(outcome)
     if outcome.get("tracking_error"):
         _fail(outcome["tracking_error"])
 
@@ -268,18 +265,8 @@ def demo(
     config_path = root / "configs" / "demo.yaml"
     if not config_path.is_file():
         _fail(f"the demo config {config_path} is missing")
-    import yaml
-
-    data = yaml.safe_load(config_path.read_text())
-    paths = [s["path"] for s in data["segmenters"].values()]
-    paths += [d["path"] for d in data.get("denoisers", {}).values()]
-    missing = [p for p in paths if not (root / p).exists()]
-    if missing:
-        _fail(
-            "the demo needs the shipped weights, missing: "
-            + ", ".join(missing)
-            + f" (under {root})"
-        )
+    if not (root / "weights").is_dir():
+        _fail(f"the demo needs the shipped weights, missing: weights/ (under {root})")
     _run_certify(
         config_path,
         base_dir=root,
@@ -352,7 +339,7 @@ def recertify(
     if correction is not None and correction not in CORRECTIONS:
         _fail(f"--correction must be holm or bonferroni, got {correction!r}")
     _set_env_defaults()
-    from flows.recertify import recertify as recertify_flow_typed
+    from certseg.flows.recertify import recertify as recertify_flow_typed
 
     recertify_flow: Any = recertify_flow_typed
     outcome = _run_flow(
@@ -372,7 +359,7 @@ def recertify(
     _print_table(outcome["rows"], f"certseg recertify {redact_url(store)}")
     if not quiet:
         typer.echo(f"results: {outcome['out_dir']}")
-        _print_tracking(outcome, tracking_uri or "the store's tracking URI")
+        _print_tracking(outcome)
     if outcome.get("tracking_error"):
         _fail(outcome["tracking_error"])
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from certseg.errors import ModelFileError, NonFiniteOutputError, loader_reason
 from certseg.noise import (
-    RESIZE_MODES,
     TIMESTEP_RULES,
     from_model_range,
     resize_attenuation,
@@ -67,10 +66,11 @@ class DiffusionDenoiser:
     unet: a diffusers UNet2DModel (or any module called as unet(x, t).sample / returning a tensor)
     whose input has C channels and output C or 2C channels. scheduler: a diffusers scheduler with
     `alphas_cumprod` (T,) and `config.prediction_type`. resolution: run the UNet at this (H, W)
-    (or square int); None runs at the input size. resize_mode: see certseg.noise.RESIZE_MODES
-    ("bilinear" is antialiased). timestep_rule: "matched" or "laousy2023". num_steps: 1 = one-shot
-    x̂₀; k > 1 = deterministic DDIM (eta = 0) from t* to 0 in k steps. autocast_dtype: e.g.
-    torch.bfloat16 to run the UNet under torch.autocast; the output is always float32.
+    (or square int) — y is resized there and back by certseg.noise.resize_images (antialiased
+    bilinear); None runs at the input size. timestep_rule: "matched" or "laousy2023".
+    num_steps: 1 = one-shot x̂₀; k > 1 = deterministic DDIM (eta = 0) from t* to 0 in k steps.
+    autocast_dtype: e.g. torch.bfloat16 to run the UNet under torch.autocast; the output is
+    always float32.
     path: where the weights came from (for lineage; not read).
     """
 
@@ -80,14 +80,11 @@ class DiffusionDenoiser:
         scheduler: Any,
         *,
         resolution: int | Sequence[int] | None = None,
-        resize_mode: str = "bilinear",
         timestep_rule: str = "matched",
         num_steps: int = 1,
         autocast_dtype: torch.dtype | None = None,
         path: str | Path | None = None,
     ) -> None:
-        if resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
         if timestep_rule not in TIMESTEP_RULES:
             raise ValueError(
                 f"timestep_rule must be one of {TIMESTEP_RULES}, got {timestep_rule!r}"
@@ -112,7 +109,6 @@ class DiffusionDenoiser:
         self.scheduler = scheduler
         self.prediction_type: str = prediction_type
         self.resolution = _resolution(resolution)
-        self.resize_mode = resize_mode
         self.timestep_rule = timestep_rule
         self.num_steps = num_steps
         self.autocast_dtype = autocast_dtype
@@ -137,7 +133,7 @@ class DiffusionDenoiser:
             return 1.0
         key = (int(in_hw[0]), int(in_hw[1]))
         if key not in self._attenuations:
-            self._attenuations[key] = resize_attenuation(key, self.resolution, self.resize_mode)
+            self._attenuations[key] = resize_attenuation(key, self.resolution)
         return self._attenuations[key]
 
     def timestep(self, sigma: float, attenuation: float = 1.0) -> int:
@@ -211,7 +207,7 @@ class DiffusionDenoiser:
         with torch.no_grad():
             y = to_model_range(noisy.float())
             if self.resolution is not None and in_hw != self.resolution:
-                y = resize_images(y, self.resolution, self.resize_mode)
+                y = resize_images(y, self.resolution)
             t_star = self.timestep_for_input(sigma, in_hw)
             x = math.sqrt(float(self.alphas_cumprod[t_star])) * y
             steps = ddim_timesteps(t_star, self.num_steps)
@@ -223,7 +219,7 @@ class DiffusionDenoiser:
                     a_prev = float(self.alphas_cumprod[steps[i + 1]])
                     x = math.sqrt(a_prev) * x0 + math.sqrt(1.0 - a_prev) * eps
             if x0.shape[-2:] != noisy.shape[-2:]:
-                x0 = resize_images(x0, in_hw, self.resize_mode)
+                x0 = resize_images(x0, in_hw)
             result: torch.Tensor = from_model_range(x0).clamp(0.0, 1.0)
         return result
 
@@ -324,7 +320,7 @@ def load_denoiser(
     SCHEDULER_CLASSES) subfolders, or a single OpenAI guided-diffusion (ADM) `.pt` checkpoint
     (converted by certseg.adm; `adm_options` are passed to `certseg.adm.load_adm_checkpoint`,
     e.g. {"flags": ADMFlags(...)}; default: the 256×256 unconditional preset). options:
-    DiffusionDenoiser keyword arguments (resolution, resize_mode, timestep_rule, num_steps,
+    DiffusionDenoiser keyword arguments (resolution, timestep_rule, num_steps,
     autocast_dtype). The files are data: nothing in them is run. ModelFileError (a ValueError)
     names the file when one is missing or does not load.
     """

@@ -24,11 +24,6 @@ PHASES: dict[str, int] = {"selection": 0, "estimation": 1, "health": 2}
 TimestepRule = Literal["matched", "laousy2023"]
 TIMESTEP_RULES: tuple[str, ...] = get_args(TimestepRule)
 
-ResizeMode = Literal["bilinear", "bilinear-noaa", "bicubic", "area", "nearest"]
-RESIZE_MODES: tuple[str, ...] = ("bilinear", "bilinear-noaa", "bicubic", "area", "nearest")
-"""Resize modes: "bilinear" and "bicubic" use antialias=True (a proper low-pass when shrinking);
-"bilinear-noaa" is plain bilinear interpolation; "area" is adaptive average pooling."""
-
 
 def to_model_range(images: Any) -> Any:
     """Map [0, 1] units to the diffusion model's [−1, 1] units: y = 2x − 1 (any array/tensor)."""
@@ -104,28 +99,21 @@ def _check_size(name: str, hw: Sequence[int]) -> tuple[int, int]:
     return int(hw[0]), int(hw[1])
 
 
-def resize_images(images: torch.Tensor, out_hw: tuple[int, int], mode: str) -> torch.Tensor:
-    """Resize (B, C, H, W) images to (B, C, *out_hw) with one of RESIZE_MODES (deterministic)."""
+def resize_images(images: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """Resize (B, C, H, W) images to (B, C, *out_hw): bilinear with antialias=True (a proper
+    low-pass when shrinking), deterministic; unchanged when the size already matches."""
     import torch.nn.functional as F
 
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"mode must be one of {RESIZE_MODES}, got {mode!r}")
     if tuple(images.shape[-2:]) == tuple(out_hw):
         return images
-    if mode == "area":
-        return F.adaptive_avg_pool2d(images, out_hw)
-    if mode == "nearest":
-        return F.interpolate(images, size=out_hw, mode="nearest-exact")
-    if mode == "bilinear-noaa":
-        return F.interpolate(images, size=out_hw, mode="bilinear", align_corners=False)
-    return F.interpolate(images, size=out_hw, mode=mode, align_corners=False, antialias=True)
+    return F.interpolate(images, size=out_hw, mode="bilinear", align_corners=False, antialias=True)
 
 
-def resize_weight_matrix(n_in: int, n_out: int, mode: str) -> np.ndarray:
+def resize_weight_matrix(n_in: int, n_out: int) -> np.ndarray:
     """The (n_out, n_in) weight matrix of the 1-D resize that `resize_images` applies per axis.
 
     Obtained by pushing the n_in unit impulses through the very resize used on images (float64),
-    so it is exact for that implementation. All modes here are separable: the 2-D operator on an
+    so it is exact for that implementation. The resize is separable: the 2-D operator on an
     (H, W) image is W_h ⊗ W_w.
     """
     import torch
@@ -134,32 +122,39 @@ def resize_weight_matrix(n_in: int, n_out: int, mode: str) -> np.ndarray:
         raise ValueError(f"sizes must be positive, got n_in={n_in}, n_out={n_out}")
     # Width 2 (kept at 2), not 1: torch 2.x's antialiased kernels mis-handle a width of 1.
     impulses = torch.eye(n_in, dtype=torch.float64).reshape(1, n_in, n_in, 1).repeat(1, 1, 1, 2)
-    out = resize_images(impulses, (n_out, 2), mode)  # (1, n_in, n_out, 2): channel k = impulse k
+    out = resize_images(impulses, (n_out, 2))  # (1, n_in, n_out, 2): channel k = impulse k
     return np.ascontiguousarray(out[0, :, :, 0].T.numpy())
 
 
-def resize_attenuation(in_hw: Sequence[int], out_hw: Sequence[int], mode: str) -> float:
-    """The std attenuation `a` of a resize from in_hw to out_hw applied to i.i.d. N(0, 1) noise.
+def operator_attenuation(*axis_weights: np.ndarray) -> float:
+    """The std attenuation `a` of a separable linear operator W_h ⊗ W_w (one (n_out, n_in) weight
+    matrix per resized axis) applied to i.i.d. N(0, 1) noise.
 
-    Definition: output pixel (i, j) has noise std ‖W_h[i]‖·‖W_w[j]‖ (the norm of its row of the
-    linear operator W_h ⊗ W_w); `a` is the RMS of that std over all output pixels,
-    a = sqrt(mean_i ‖W_h[i]‖² · mean_j ‖W_w[j]‖²), i.e. the ratio of the output noise power to
-    the input's. Exact for an exact k-pixel average: a = 1/sqrt(k) (a 2×2 box gives 0.5). Returns
-    1.0 when the sizes are equal (no resize). Correlation the resize introduces between output
-    pixels is not represented by `a`.
+    Output pixel (i, j) has noise std ‖W_h[i]‖·‖W_w[j]‖; `a` is the RMS of that std over all
+    output pixels, a = sqrt(mean_i ‖W_h[i]‖² · mean_j ‖W_w[j]‖²), i.e. the ratio of the output
+    noise power to the input's. Exact for an exact k-pixel average: a = 1/sqrt(k) (a 2×2 box
+    gives 0.5). Correlation between output pixels is not represented by `a`.
     """
+    power = 1.0
+    for weights in axis_weights:
+        power *= float(np.mean(np.sum(np.asarray(weights) ** 2, axis=1)))
+    return float(np.sqrt(power))
+
+
+def resize_attenuation(in_hw: Sequence[int], out_hw: Sequence[int]) -> float:
+    """The std attenuation `a` (`operator_attenuation`) of `resize_images` from in_hw to out_hw
+    applied to i.i.d. N(0, 1) noise; 1.0 when the sizes are equal (no resize)."""
     h_in, w_in = _check_size("in_hw", in_hw)
     h_out, w_out = _check_size("out_hw", out_hw)
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"mode must be one of {RESIZE_MODES}, got {mode!r}")
     if (h_in, w_in) == (h_out, w_out):
         return 1.0
-    power = 1.0
-    for n_in, n_out in ((h_in, h_out), (w_in, w_out)):
-        if n_in != n_out:
-            weights = resize_weight_matrix(n_in, n_out, mode)
-            power *= float(np.mean(np.sum(weights**2, axis=1)))
-    return float(np.sqrt(power))
+    return operator_attenuation(
+        *(
+            resize_weight_matrix(n_in, n_out)
+            for n_in, n_out in ((h_in, h_out), (w_in, w_out))
+            if n_in != n_out
+        )
+    )
 
 
 def noise_seed(*, seed: int, image_key: str, phase: str, index: int) -> int:

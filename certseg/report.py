@@ -18,7 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     from certseg.aggregate import AggregateResult
     from certseg.config import RunConfig
-    from certseg.pipeline import HealthResult
+    from certseg.outcomes import HealthResult
     from certseg.storage import SampleStore
 
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (

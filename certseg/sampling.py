@@ -95,23 +95,6 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]
             yield
 
 
-@contextlib.contextmanager
-def _threads(num_threads: int | None) -> Iterator[None]:
-    import torch
-
-    if num_threads is None:
-        yield
-        return
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def sample_class_maps(
     image: np.ndarray | torch.Tensor,
     *,
@@ -126,7 +109,6 @@ def sample_class_maps(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
-    num_threads: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Class maps of samples start … start + count − 1 of one image, for every segmenter.
 
@@ -135,7 +117,7 @@ def sample_class_maps(
     batch is denoised once and the same denoised batch goes to every segmenter; the class map is
     the per-pixel argmax of the logits (ties → lowest class index). autocast_dtype: e.g.
     torch.bfloat16 (see `bf16_supported`) for the denoiser and segmenters; the noise and x̃ are
-    float32. num_threads: torch intra-op threads for this call (restored afterwards).
+    float32. torch's thread count is the process's (certseg.run.models sets sampling.threads).
     Returns name → (count, H, W) class maps on the CPU, dtype
     `certseg.storage.layout.class_map_dtype` (uint8 up to 256 classes, else uint16).
     NonFiniteOutputError when the denoiser's output or a segmenter's logits are not all finite
@@ -169,7 +151,7 @@ def sample_class_maps(
         segmenter.to(target)
     if denoiser is not None:
         denoiser.to(target)
-    with _threads(num_threads), torch.inference_mode():
+    with torch.inference_mode():
         for offset in range(0, count, batch_size):
             indices = range(start + offset, start + min(offset + batch_size, count))
             noise = torch.stack(

@@ -1,7 +1,7 @@
 """The smoothed segmenter in memory: one image in, a SegCertify certificate out (no store, no flow).
 
 `SmoothedSegmenter.certify` is the pipeline's per-image computation in one call — for notebooks,
-unit checks and small experiments. The batch pipeline (certseg.pipeline / flows) computes the same
+unit checks and small experiments. The batch pipeline (certseg.run / flows) computes the same
 numbers through the Zarr store and Dask: both draw sample j of phase p of image `image_key` from
 `certseg.noise.sample_noise(seed, image_key, p, j)`, so for the same seed, image key, n0 and n
 they see the same noise and return the same certificate.

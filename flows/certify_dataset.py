@@ -1,5 +1,10 @@
-"""certify-dataset: plan → validate and create the store → health check → sample shards →
-aggregate with Dask → report and MLflow. Re-running the same config resumes."""
+"""certify-dataset: resolve → check tracking → prepare the store → health check → sample shards →
+aggregate with Dask → report and MLflow. Re-running the same config resumes.
+
+Prefect entrypoint `flows/certify_dataset.py:certify_dataset` (installed as
+certseg.flows.certify_dataset). Shards go to the flow's task runner, one at a time by default;
+flows/certify_on_dask.py runs this same flow with prefect-dask's DaskTaskRunner.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,15 @@ from prefect import flow
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from certseg.aggregate import CertifyParams
-from certseg.pipeline import sampling_rates, store_location
-from certseg.redact import redact_url
-from tasks.certify import (
+from certseg.run.finalize import run_summary
+from certseg.tasks.certify import (
     aggregate_task,
     check_tracking_task,
-    default_out_dir,
     finalize_task,
     health_check_task,
-    load_config_task,
     plan_shards_task,
     prepare_store_task,
+    resolve_run_task,
     sample_shard_task,
 )
 
@@ -43,86 +45,37 @@ def certify_dataset(
     base_dir: str | None = None,
     skip_invalid: bool = False,
     track: bool = True,
-    sample_on_dask: bool = False,
 ) -> dict[str, Any]:
     """Certify a dataset as a config describes (a YAML path or a mapping).
 
-    store_url / storage_options / dask_address / tracking_uri / shards override the config.
-    Sampling shards are submitted to the flow's task runner (one at a time by default).
-    sample_on_dask: run the shards as Dask tasks on `dask_address` (or the config's dask.address)
-    instead — this flow runs again as a subflow with prefect-dask's DaskTaskRunner, so a deployment
-    can choose it by a parameter; the Dask workers must reach this run's Prefect API (a standing
-    server). From Python, `certify_dataset.with_options(task_runner=DaskTaskRunner(address))` is
-    the same. Returns {"config_id", "store_url", "run_id", "out_dir", "rows", ...} (store_url
-    with any credentials redacted).
+    store_url / storage_options / dask_address / tracking_uri / shards / out_dir override the
+    config (resolved once, into the RunContext every task receives). Returns {"config_id",
+    "store_url", "tracking_uri", "run_id", "out_dir", "rows", "sampled_blocks", ...} (URLs with
+    any credentials redacted; certseg.run.finalize.run_summary).
 
     Prefect records every parameter of a flow run in its database (and shows it in the UI): give
     credentials through the environment of the worker and Dask workers (AWS_* / AWS_PROFILE,
     MLFLOW_TRACKING_USERNAME/PASSWORD), never in store_url, storage_options or tracking_uri.
     """
-    cfg = load_config_task(config, base_dir, skip_invalid)
-    if sample_on_dask:
-        from prefect_dask.task_runners import DaskTaskRunner
-
-        address = dask_address or cfg.dask.address
-        if not address:
-            raise ValueError(
-                "sample_on_dask: needs a Dask scheduler address (the dask_address parameter "
-                "or dask.address in the config)"
-            )
-        runner = cast("TaskRunner[PrefectFuture[Any]]", DaskTaskRunner(address=address))
-        on_cluster = certify_dataset.with_options(task_runner=runner)
-        return on_cluster(
-            config,
-            store_url=store_url,
-            storage_options=storage_options,
-            dask_address=address,
-            tracking_uri=tracking_uri,
-            shards=shards,
-            out_dir=out_dir,
-            base_dir=base_dir,
-            skip_invalid=skip_invalid,
-            track=track,
-        )
-    url, options = store_location(cfg, store_url, storage_options)
-    if track:  # a broken tracking store fails here, before any sampling
-        check_tracking_task(tracking_uri or cfg.tracking.uri)
-    prepared = prepare_store_task(cfg, url, options)
-    health = health_check_task(cfg, url, options)
-    plan = plan_shards_task(prepared.num_images, shards or cfg.shards)
-    futures = [sample_shard_task.submit(cfg, shard, url, options) for shard in plan]
+    ctx = resolve_run_task(
+        config,
+        base_dir=base_dir,
+        skip_invalid=skip_invalid,
+        store_url=store_url,
+        storage_options=storage_options,
+        tracking_uri=tracking_uri,
+        dask_address=dask_address,
+        shards=shards,
+        out_dir=out_dir,
+        track=track,
+    )
+    if ctx.track:  # a broken tracking store fails here, before any sampling
+        check_tracking_task(ctx)
+    prepared = prepare_store_task(ctx)
+    health = health_check_task(ctx)
+    plan = plan_shards_task(prepared, ctx)
+    futures = [sample_shard_task.submit(ctx, shard) for shard in plan]
     reports = [future.result() for future in futures]
-    params = CertifyParams(n=cfg.n, alpha=cfg.alpha, tau=cfg.tau, correction=cfg.correction)
-    result = aggregate_task(
-        url,
-        options,
-        params,
-        dask_address or cfg.dask.address,
-        cfg.dask.n_workers,
-        cfg.dask.threads_per_worker,
-        cfg.dask.processes,
-    )
-    outcome = finalize_task(
-        cfg,
-        result,
-        url,
-        options,
-        health,
-        sampling_rates(reports),
-        out_dir or default_out_dir(cfg, url),
-        tracking_uri or cfg.tracking.uri,
-        config if isinstance(config, str) else None,
-        track,
-    )
-    return {
-        "config_id": cfg.config_id,
-        "store_url": redact_url(url),
-        "run_id": outcome.run_id,
-        "already_logged": outcome.already_logged,
-        "tracking_error": outcome.tracking_error,
-        "out_dir": outcome.out_dir,
-        "rows": outcome.rows,
-        "sampled_blocks": sum(r.sampled_blocks for r in reports),
-        "skipped_blocks": sum(r.skipped_blocks for r in reports),
-        "skipped_files": [list(item) for item in prepared.skipped],
-    }
+    result = aggregate_task(ctx)
+    outcome = finalize_task(ctx, result, health, reports)
+    return run_summary(ctx, outcome, reports=reports, prepared=prepared)

@@ -1,4 +1,7 @@
-"""recertify: new α, τ, correction or a smaller n from an existing store, without sampling."""
+"""recertify: new α, τ, correction or a smaller n from an existing store, without sampling.
+
+Prefect entrypoint `flows/recertify.py:recertify` (installed as certseg.flows.recertify).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,14 @@ from typing import Any
 
 from prefect import flow
 
-from certseg.aggregate import CertifyParams
-from certseg.redact import check_unredacted, redact_url
+from certseg.run.finalize import run_summary
 from certseg.stats.correction import Correction
-from tasks.certify import (
+from certseg.tasks.certify import (
     aggregate_task,
     check_tracking_task,
-    default_out_dir,
     finalize_task,
-    store_config_task,
+    read_stored_run_task,
+    resolve_recertify_task,
 )
 
 
@@ -34,8 +36,8 @@ def recertify(
     """Certify the stored samples again with new parameters (None keeps the store's config).
 
     Reads the persisted counts when n is the store's n; a smaller n recounts from the first n
-    stored samples. Returns {"config_id", "store_url", "run_id", "already_logged",
-    "tracking_error", "out_dir", "rows"} (store_url redacted).
+    stored samples. Returns {"config_id", "store_url", "tracking_uri", "run_id",
+    "already_logged", "tracking_error", "out_dir", "rows"} (URLs redacted).
 
     The guarantee holds for α, τ, correction and n fixed before the samples are looked at:
     choosing them after seeing results (trying several and reporting the best) voids it.
@@ -45,49 +47,22 @@ def recertify(
     tracking URI or Dask address are never used as credentials: where the persisted tracking URI
     or Dask address held credentials, pass tracking_uri / dask_address (else a clear error).
     """
-    options = storage_options or {}
-    config, stored_n, health = store_config_task(store_url, options)
-    params = CertifyParams(
-        n=n or stored_n,
-        alpha=alpha if alpha is not None else config.alpha,
-        tau=tau if tau is not None else config.tau,
-        correction=correction or config.correction,
+    stored = read_stored_run_task(store_url, storage_options)
+    ctx = resolve_recertify_task(
+        stored,
+        store_url=store_url,
+        storage_options=storage_options,
+        alpha=alpha,
+        tau=tau,
+        correction=correction,
+        n=n,
+        dask_address=dask_address,
+        tracking_uri=tracking_uri,
+        out_dir=out_dir,
+        track=track,
     )
-    config = config.model_copy(
-        update={"alpha": params.alpha, "tau": params.tau, "correction": params.correction}
-    )
-    uri = tracking_uri or config.tracking.uri
-    if track:  # before any work: the persisted URI may be a redacted placeholder
-        check_unredacted(uri, "tracking.uri")
-        check_tracking_task(uri)
-    result = aggregate_task(
-        store_url,
-        options,
-        params,
-        dask_address or config.dask.address,
-        config.dask.n_workers,
-        config.dask.threads_per_worker,
-        config.dask.processes,
-    )
-    outcome = finalize_task(
-        config,
-        result,
-        store_url,
-        options,
-        health,
-        {},
-        out_dir or default_out_dir(config, store_url) + "-recertify",
-        uri,
-        None,
-        track,
-        {"recertify": "true", "recertify.n": str(params.n)},
-    )
-    return {
-        "config_id": outcome.config_id,
-        "store_url": redact_url(store_url),
-        "run_id": outcome.run_id,
-        "already_logged": outcome.already_logged,
-        "tracking_error": outcome.tracking_error,
-        "out_dir": outcome.out_dir,
-        "rows": outcome.rows,
-    }
+    if ctx.track:  # before any work
+        check_tracking_task(ctx)
+    result = aggregate_task(ctx)
+    outcome = finalize_task(ctx, result, stored.health)
+    return run_summary(ctx, outcome)

@@ -1,1 +1,3 @@
-"""Prefect tasks: thin wrappers around certseg (retries are declared here; no formulas)."""
+"""Prefect tasks, installed as certseg.tasks: thin wrappers around certseg.run (retries are
+declared here; no formulas). The folder is the repository's top-level tasks/ (pyproject.toml maps
+it to certseg.tasks)."""

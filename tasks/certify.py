@@ -1,4 +1,5 @@
-"""The tasks of certify-dataset and recertify. Each wraps one certseg call.
+"""The tasks of certify-dataset and recertify. Each wraps one certseg.run step and declares its
+retries; none holds a formula.
 
 Sampling and store writes retry on transient errors only (`is_transient`: I/O to object storage,
 connections, timeouts, a lost Dask worker, a CUDA out-of-memory). A permanent error fails at once:
@@ -10,49 +11,30 @@ skipped.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from certseg.aggregate import AggregateResult, CertifyParams, aggregate_store, dask_client
-from certseg.config import RunConfig, config_from_dict, load_config
-from certseg.pipeline import (
-    HealthResult,
-    PreparedStore,
-    RunOutcome,
+from certseg.aggregate import AggregateResult, aggregate_store, dask_client
+from certseg.outcomes import HealthResult
+from certseg.redact import redact_url
+from certseg.run.context import RunContext, certify_context
+from certseg.run.finalize import RunOutcome, finalize_run
+from certseg.run.health import run_health_check
+from certseg.run.models import load_models
+from certseg.run.prepare import PreparedStore, prepare_store
+from certseg.run.recertify import StoredRun, read_stored_run, recertify_context
+from certseg.run.sample import (
     Shard,
     ShardReport,
-    finalize_run,
-    load_models,
     plan_shards,
-    prepare_store,
-    read_health_results,
-    run_health_check,
+    run_samples,
     sample_shard,
+    sampling_rates,
 )
-from certseg.redact import redact_url
-from certseg.storage import SampleStore
-
-_PROGRESS: list[Callable[[int], None]] = []
-
-
-def set_progress_hook(hook: Callable[[int], None] | None) -> None:
-    """Install (or remove, with None) the in-process callback told of each finished block's
-    sample count; the CLI uses it for its progress bar."""
-    _PROGRESS.clear()
-    if hook is not None:
-        _PROGRESS.append(hook)
-
-
-def _notify(count: int) -> None:
-    for hook in _PROGRESS:
-        hook(count)
-
+from certseg.tasks.progress import progress_sink
 
 PERMANENT_OS_ERRORS: tuple[type[OSError], ...] = (
     FileNotFoundError,
@@ -88,22 +70,41 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(name="load-config", cache_policy=NO_CACHE)
-def load_config_task(
-    config: str | Mapping[str, Any], base_dir: str | None = None, skip_invalid: bool = False
-) -> RunConfig:
-    """A RunConfig from a YAML path or a mapping; `skip_invalid` turns on the dataset option."""
-    if isinstance(config, str):
-        loaded = load_config(config, base_dir=base_dir)
-    else:
-        data = dict(config)
-        if base_dir is not None:
-            data["base_dir"] = base_dir
-        loaded = config_from_dict(data)
-    if skip_invalid and not loaded.dataset.skip_invalid:
-        dataset = dataclasses.replace(loaded.dataset, skip_invalid=True)
-        loaded = loaded.model_copy(update={"dataset": dataset})
-    return loaded
+@task(name="resolve-run", cache_policy=NO_CACHE)
+def resolve_run_task(
+    config: str | Mapping[str, Any],
+    *,
+    base_dir: str | None,
+    skip_invalid: bool,
+    store_url: str | None,
+    storage_options: Mapping[str, Any] | None,
+    tracking_uri: str | None,
+    dask_address: str | None,
+    shards: int | None,
+    out_dir: str | None,
+    track: bool,
+) -> RunContext:
+    """Parse the config (a YAML path, once, or a mapping) and resolve every override."""
+    return certify_context(
+        config,
+        base_dir=base_dir,
+        skip_invalid=skip_invalid,
+        store_url=store_url,
+        storage_options=storage_options,
+        tracking_uri=tracking_uri,
+        dask_address=dask_address,
+        shards=shards,
+        out_dir=out_dir,
+        track=track,
+    )
+
+
+@task(name="check-tracking", cache_policy=NO_CACHE)
+def check_tracking_task(ctx: RunContext) -> None:
+    """Open (or create whole) the MLflow tracking store before any sampling; fail fast if not."""
+    from certseg.tracking import prepare_tracking_store
+
+    prepare_tracking_store(ctx.tracking_uri)
 
 
 @task(
@@ -113,40 +114,26 @@ def load_config_task(
     retry_delay_seconds=5,
     retry_condition_fn=_transient,
 )
-def prepare_store_task(
-    config: RunConfig, store_url: str, storage_options: Mapping[str, Any]
-) -> PreparedStore:
-    """Validate the dataset, then create (or reopen) the store from its template."""
-    models = load_models(config)
-    prepared = prepare_store(
-        config,
-        num_classes=models.num_classes,
-        store_url=store_url,
-        storage_options=storage_options,
-        models=models,
-    )
+def prepare_store_task(ctx: RunContext) -> PreparedStore:
+    """Validate the dataset, probe the segmenters, then create (or reopen) the store."""
+    prepared = prepare_store(ctx, load_models(ctx, denoisers=False))
+    sink = progress_sink()
+    if sink is not None:
+        sink.start(run_samples(ctx, prepared.num_images))
     get_run_logger().info(
         "store %s %s (%d images, config_id %s)",
-        redact_url(store_url),
+        redact_url(ctx.store_url),
         "created" if prepared.created else "reopened",
         prepared.num_images,
-        config.config_id[:12],
+        ctx.config_id[:12],
     )
     return prepared
 
 
-@task(name="check-tracking", cache_policy=NO_CACHE)
-def check_tracking_task(tracking_uri: str) -> None:
-    """Open (or create whole) the MLflow tracking store before any sampling; fail fast if not."""
-    from certseg.tracking import prepare_tracking_store
-
-    prepare_tracking_store(tracking_uri)
-
-
 @task(name="plan-shards", cache_policy=NO_CACHE)
-def plan_shards_task(num_images: int, shards: int) -> tuple[Shard, ...]:
+def plan_shards_task(prepared: PreparedStore, ctx: RunContext) -> tuple[Shard, ...]:
     """Contiguous image ranges, one per sampling task."""
-    return plan_shards(num_images, shards)
+    return plan_shards(prepared.num_images, ctx.shards)
 
 
 @task(
@@ -156,11 +143,9 @@ def plan_shards_task(num_images: int, shards: int) -> tuple[Shard, ...]:
     retry_delay_seconds=5,
     retry_condition_fn=_transient,
 )
-def health_check_task(
-    config: RunConfig, store_url: str, storage_options: Mapping[str, Any]
-) -> list[HealthResult]:
+def health_check_task(ctx: RunContext) -> list[HealthResult]:
     """Base accuracy of every variant per σ on the held-out set (resumable)."""
-    results = run_health_check(config, store_url=store_url, storage_options=storage_options)
+    results = run_health_check(ctx)
     for result in results:
         if result.flagged:
             get_run_logger().warning(
@@ -180,13 +165,10 @@ def health_check_task(
     retry_delay_seconds=10,
     retry_condition_fn=_transient,
 )
-def sample_shard_task(
-    config: RunConfig, shard: Shard, store_url: str, storage_options: Mapping[str, Any]
-) -> ShardReport:
+def sample_shard_task(ctx: RunContext, shard: Shard) -> ShardReport:
     """Sample the missing blocks of one shard's images into the store."""
-    report = sample_shard(
-        config, shard, store_url=store_url, storage_options=storage_options, progress=_notify
-    )
+    sink = progress_sink()
+    report = sample_shard(ctx, shard, progress=sink.advance if sink is not None else None)
     get_run_logger().info(
         "shard %d [%d, %d): %d blocks sampled, %d skipped (already done)",
         shard.index,
@@ -205,23 +187,17 @@ def sample_shard_task(
     retry_delay_seconds=5,
     retry_condition_fn=_transient,
 )
-def aggregate_task(
-    store_url: str,
-    storage_options: Mapping[str, Any],
-    params: CertifyParams,
-    dask_address: str | None,
-    n_workers: int = 2,
-    threads_per_worker: int = 1,
-    processes: bool = True,
-) -> AggregateResult:
+def aggregate_task(ctx: RunContext) -> AggregateResult:
     """Counts → certificates → merged metrics on a Dask cluster (address, else a LocalCluster)."""
     with dask_client(
-        dask_address,
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        processes=processes,
+        ctx.dask.address,
+        n_workers=ctx.dask.n_workers,
+        threads_per_worker=ctx.dask.threads_per_worker,
+        processes=ctx.dask.processes,
     ) as client:
-        return aggregate_store(store_url, params, storage_options=storage_options, client=client)
+        return aggregate_store(
+            ctx.store_url, ctx.params, storage_options=ctx.storage_options, client=client
+        )
 
 
 @task(
@@ -232,32 +208,13 @@ def aggregate_task(
     retry_condition_fn=_transient,
 )
 def finalize_task(
-    config: RunConfig,
+    ctx: RunContext,
     result: AggregateResult,
-    store_url: str,
-    storage_options: Mapping[str, Any],
-    health: list[HealthResult],
-    rates: Mapping[str, float],
-    out_dir: str,
-    tracking_uri: str,
-    config_file: str | None = None,
-    track: bool = True,
-    extra_tags: Mapping[str, str] | None = None,
+    health: Sequence[HealthResult],
+    reports: Sequence[ShardReport] = (),
 ) -> RunOutcome:
     """Results table, Parquet/CSV, plots and the MLflow run."""
-    return finalize_run(
-        config,
-        result,
-        store_url=store_url,
-        storage_options=storage_options,
-        health=health,
-        rates=rates,
-        out_dir=out_dir,
-        tracking_uri=tracking_uri,
-        config_file=config_file,
-        track=track,
-        extra_tags=extra_tags,
-    )
+    return finalize_run(ctx, result, health=health, rates=sampling_rates(reports))
 
 
 @task(
@@ -267,21 +224,38 @@ def finalize_task(
     retry_delay_seconds=5,
     retry_condition_fn=_transient,
 )
-def store_config_task(
-    store_url: str, storage_options: Mapping[str, Any]
-) -> tuple[RunConfig, int, list[HealthResult]]:
-    """The config a store was written under (as persisted: secrets redacted), its n, and its
-    stored health results. The store is opened with the caller's storage_options, never the
-    persisted (redacted) ones."""
-    store = SampleStore.open(store_url, storage_options=storage_options, read_only=True)
-    config = config_from_dict(
-        json.loads(store.attrs["config"]), source=f"store {redact_url(store_url)}"
+def read_stored_run_task(store_url: str, storage_options: Mapping[str, Any] | None) -> StoredRun:
+    """The config a store was written under (as persisted: secrets redacted), its n and its
+    stored health results; the store opened with the caller's storage_options."""
+    return read_stored_run(store_url, storage_options)
+
+
+@task(name="resolve-recertify", cache_policy=NO_CACHE)
+def resolve_recertify_task(
+    stored: StoredRun,
+    *,
+    store_url: str,
+    storage_options: Mapping[str, Any] | None,
+    alpha: float | None,
+    tau: float | None,
+    correction: Literal["holm", "bonferroni"] | None,
+    n: int | None,
+    dask_address: str | None,
+    tracking_uri: str | None,
+    out_dir: str | None,
+    track: bool,
+) -> RunContext:
+    """The recertify run's context: the stored config with the new α, τ, correction, n."""
+    return recertify_context(
+        stored,
+        store_url=store_url,
+        storage_options=storage_options,
+        alpha=alpha,
+        tau=tau,
+        correction=correction,
+        n=n,
+        dask_address=dask_address,
+        tracking_uri=tracking_uri,
+        out_dir=out_dir,
+        track=track,
     )
-    return config, store.n, read_health_results(store, config)
-
-
-def default_out_dir(config: RunConfig, store_url: str) -> str:
-    """Results folder beside a local store ("<store>.results"), else ./certseg-results/<name>."""
-    if "://" not in store_url:
-        return str(Path(store_url).with_suffix("")) + "-results"
-    return str(Path("certseg-results") / config.name)

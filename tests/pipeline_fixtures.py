@@ -140,6 +140,48 @@ def tiny_config_dict(
     }
 
 
+def tiny_context(models: Path, store: Path, **kwargs: Any) -> Any:
+    """The RunContext of `tiny_config_dict(models, store, **kwargs)` (no override)."""
+    from certseg.config import config_from_dict
+    from certseg.run.context import run_context
+
+    return run_context(config_from_dict(tiny_config_dict(models, store, **kwargs)))
+
+
+def context_of(data: dict[str, Any]) -> Any:
+    """The RunContext of a config mapping (no override)."""
+    from certseg.config import config_from_dict
+    from certseg.run.context import run_context
+
+    return run_context(config_from_dict(data))
+
+
+def poisoned_models(models: Any, name: str, threshold: float | None) -> Any:
+    """`models` with segmenter `name` replaced by one whose logits are NaN where an input
+    value exceeds `threshold` (None: everywhere). A new Models: the cached one stays intact."""
+    import torch
+    from torch import nn
+
+    from certseg.models import Segmenter
+    from certseg.run.models import Models
+
+    class Poison(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 7, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = self.conv(x)
+            if threshold is None:
+                return torch.full_like(logits, float("nan"))
+            return logits.masked_fill((x > threshold).any(dim=1, keepdim=True), float("nan"))
+
+    poison = Segmenter(Poison(), num_classes=7, mean=(0, 0, 0), std=(1, 1, 1), name=name)
+    return Models(
+        {**models.segmenters, name: poison}, models.denoisers, models.autocast_dtype, models.device
+    )
+
+
 def write_config(path: Path, data: dict[str, Any]) -> Path:
     """Write a config dict as YAML."""
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -17,7 +17,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from certseg.denoise import DiffusionDenoiser, ddim_timesteps, load_denoiser
-from certseg.noise import resize_attenuation, resize_images, sample_noise, timestep_for_sigma
+from certseg.noise import resize_attenuation, sample_noise, timestep_for_sigma
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "denoiser"
 
@@ -150,22 +150,23 @@ def test_multi_step_matches_diffusers_ddim(prediction_type: str) -> None:
 
 def test_resize_path_uses_attenuation_and_returns_input_size() -> None:
     unet = tiny_unet()
-    denoiser = DiffusionDenoiser(unet, ddpm(), resolution=16, resize_mode="area")
+    denoiser = DiffusionDenoiser(unet, ddpm(), resolution=16)
     noisy = noisy_batch(0.5, size=32)
-    attenuation = resize_attenuation((32, 32), (16, 16), "area")
-    assert attenuation == pytest.approx(0.5)
+    attenuation = resize_attenuation((32, 32), (16, 16))
+    assert 0.0 < attenuation < 0.5  # antialiased: stronger than a 2×2 mean
     t = denoiser.timestep_for_input(0.5, (32, 32))
-    assert t == timestep_for_sigma(ddpm().alphas_cumprod, 0.25) == 145
+    assert t == timestep_for_sigma(ddpm().alphas_cumprod, 0.5, attenuation=attenuation)
     got = denoiser.denoise(noisy, 0.5)
     assert got.shape == noisy.shape
-    # Independent pipeline: resize by area, one-shot at t, clip, resize back.
-    small = torch.nn.functional.avg_pool2d(2 * noisy - 1, 2)
+    # Independent pipeline: antialiased bilinear down, one-shot at t, clip, bilinear back up.
+    interpolate = torch.nn.functional.interpolate
+    small = interpolate(2 * noisy - 1, size=(16, 16), mode="bilinear", antialias=True)
     a = float(ddpm().alphas_cumprod[t])
     x_t = math.sqrt(a) * small
     with torch.no_grad():
         eps = unet(x_t, t).sample
     x0 = ((x_t - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
-    back = resize_images(x0, (32, 32), "area")
+    back = interpolate(x0, size=(32, 32), mode="bilinear", antialias=True)
     torch.testing.assert_close(got, ((back + 1) / 2).clamp(0, 1), atol=1e-5, rtol=1e-5)
 
 
@@ -201,8 +202,6 @@ def test_rejects_bad_inputs() -> None:
         denoiser.denoise(torch.zeros(1, 1, 16, 16), 0.25)
     with pytest.raises(ValueError, match="sigma"):
         denoiser.denoise(torch.zeros(1, 3, 16, 16), 0.0)
-    with pytest.raises(ValueError, match="resize_mode"):
-        DiffusionDenoiser(tiny_unet(), ddpm(), resize_mode="lanczos")
     with pytest.raises(ValueError, match="timestep_rule"):
         DiffusionDenoiser(tiny_unet(), ddpm(), timestep_rule="dds")
     with pytest.raises(ValueError, match="num_steps"):

@@ -11,9 +11,9 @@ import torch
 
 from certseg.noise import (
     PHASES,
-    RESIZE_MODES,
     from_model_range,
     noise_seed,
+    operator_attenuation,
     resize_attenuation,
     resize_images,
     resize_weight_matrix,
@@ -102,42 +102,53 @@ def test_model_range_roundtrip() -> None:
 
 
 def test_exact_four_pixel_average_attenuation_is_half() -> None:
-    assert resize_attenuation((1024, 2048), (512, 1024), "area") == pytest.approx(0.5, abs=1e-12)
-    assert resize_attenuation((64, 64), (64, 64), "bilinear") == 1.0
+    """The formula is exact: an exact 2×2 mean (a box per axis) divides the noise std by 2."""
+
+    def box(n_in: int) -> np.ndarray:
+        weights = np.zeros((n_in // 2, n_in))
+        for i in range(n_in // 2):
+            weights[i, 2 * i : 2 * i + 2] = 0.5
+        return weights
+
+    assert operator_attenuation(box(1024), box(2048)) == pytest.approx(0.5, abs=1e-12)
+    assert resize_attenuation((64, 64), (64, 64)) == 1.0
 
 
-@pytest.mark.parametrize("mode", RESIZE_MODES)
 @pytest.mark.parametrize(("in_hw", "out_hw"), [((12, 10), (5, 7)), ((6, 5), (9, 13))])
 def test_attenuation_matches_full_2d_operator(
-    mode: str, in_hw: tuple[int, int], out_hw: tuple[int, int]
+    in_hw: tuple[int, int], out_hw: tuple[int, int]
 ) -> None:
     # Independent: build the full 2-D operator by pushing every 2-D impulse through the resize.
     h, w = in_hw
     impulses = torch.eye(h * w, dtype=torch.float64).reshape(1, h * w, h, w)
-    operator = resize_images(impulses, out_hw, mode)[0].reshape(h * w, -1).T.numpy()
+    operator = resize_images(impulses, out_hw)[0].reshape(h * w, -1).T.numpy()
     per_pixel_std = np.sqrt((operator**2).sum(axis=1))
     expected = float(np.sqrt(np.mean(per_pixel_std**2)))
-    assert resize_attenuation(in_hw, out_hw, mode) == pytest.approx(expected, rel=1e-10)
+    assert resize_attenuation(in_hw, out_hw) == pytest.approx(expected, rel=1e-10)
 
 
 def test_attenuation_matches_monte_carlo() -> None:
     generator = torch.Generator().manual_seed(0)
     noise = torch.randn(200, 1, 32, 48, generator=generator, dtype=torch.float64)
-    resized = resize_images(noise, (16, 20), "bilinear")
+    resized = resize_images(noise, (16, 20))
     measured = float(resized.pow(2).mean().sqrt())
-    assert measured == pytest.approx(resize_attenuation((32, 48), (16, 20), "bilinear"), rel=0.02)
+    assert measured == pytest.approx(resize_attenuation((32, 48), (16, 20)), rel=0.02)
+
+
+def test_resize_is_antialiased_bilinear() -> None:
+    images = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(1))
+    expected = torch.nn.functional.interpolate(
+        images, size=(16, 20), mode="bilinear", align_corners=False, antialias=True
+    )
+    assert torch.equal(resize_images(images, (16, 20)), expected)
+    assert resize_images(images, (32, 48)) is images
 
 
 def test_weight_matrix_rows_sum_to_one() -> None:
-    for mode in RESIZE_MODES:
-        weights = resize_weight_matrix(17, 6, mode)
-        assert weights.shape == (6, 17)
+    for n_in, n_out in ((17, 6), (6, 17)):
+        weights = resize_weight_matrix(n_in, n_out)
+        assert weights.shape == (n_out, n_in)
         assert np.allclose(weights.sum(axis=1), 1.0)
-
-
-def test_resize_rejects_unknown_mode() -> None:
-    with pytest.raises(ValueError, match="mode"):
-        resize_attenuation((8, 8), (4, 4), "lanczos")
 
 
 def test_noise_is_pure_function_of_key() -> None:

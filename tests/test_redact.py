@@ -125,7 +125,7 @@ def test_redact_config_dict_does_not_modify_its_input() -> None:
 
 def test_a_redacted_value_is_never_used_to_connect(tmp_path: Path) -> None:
     from certseg.aggregate import dask_client
-    from certseg.pipeline import store_location
+    from certseg.run.context import run_context
 
     assert not contains_redacted({"store": {"url": "s3://b/x"}})
     with pytest.raises(ValueError, match=r"store\.storage_options: holds the placeholder"):
@@ -135,10 +135,14 @@ def test_a_redacted_value_is_never_used_to_connect(tmp_path: Path) -> None:
     saved.write_text(yaml.safe_dump(config_from_dict(_planted(_tiny())).public_dict()))
     config = load_config(saved)
     with pytest.raises(ValueError, match=r"^store\.url: holds the placeholder"):
-        store_location(config)
+        run_context(config)
     with pytest.raises(ValueError, match=r"^store\.storage_options: holds the placeholder"):
-        store_location(config, "memory://certseg-redact/x.zarr")
-    assert store_location(config, "memory://x", {"anon": True}) == ("memory://x", {"anon": True})
+        run_context(config, store_url="memory://certseg-redact/x.zarr")
+    with pytest.raises(ValueError, match=r"^tracking\.uri: holds the placeholder"):
+        run_context(config, store_url="memory://x", storage_options={"anon": True})
+    ctx = run_context(config, store_url="memory://x", storage_options={"anon": True}, track=False)
+    assert (ctx.store_url, ctx.storage_options) == ("memory://x", {"anon": True})
+    assert "anon" not in repr(ctx)  # storage_options may hold credentials: never in the repr
     with pytest.raises(ValueError, match=r"^dask\.address: holds the placeholder"):  # noqa: SIM117
         with dask_client(config.dask.address):
             pass

@@ -11,7 +11,7 @@ import pytest
 
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.config import RunConfig, config_from_dict
-from certseg.pipeline import HealthResult
+from certseg.outcomes import HealthResult
 from certseg.report import (
     build_rows,
     markdown_table,

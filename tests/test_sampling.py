@@ -193,7 +193,7 @@ def test_zero_count_and_bad_arguments() -> None:
 def test_bf16_autocast_path() -> None:
     assert isinstance(bf16_supported("cpu"), bool)
     assert bf16_supported("meta") is False
-    out = run(autocast_dtype=torch.bfloat16, denoiser=tiny_denoiser(), count=4, num_threads=1)
+    out = run(autocast_dtype=torch.bfloat16, denoiser=tiny_denoiser(), count=4)
     assert out["conv"].shape == (4, 16, 16)
 
 

@@ -16,7 +16,10 @@ import pytest
 
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.config import config_from_dict
-from certseg.pipeline import load_models, open_run_dataset, plan_shards, prepare_store, sample_shard
+from certseg.run.context import run_context
+from certseg.run.models import load_models
+from certseg.run.prepare import prepare_store
+from certseg.run.sample import open_run_dataset, plan_shards, sample_shard
 from certseg.smoothing import SmoothedSegmenter
 from certseg.stats import ABSTAIN, ConfusionAccumulator, certify_pixels
 from certseg.storage import SampleStore
@@ -42,14 +45,15 @@ def test_smoothed_segmenter_certifies_exactly_what_the_pipeline_stores(
     data["dataset"]["num_images"] = NUM_IMAGES
     data["sampling"]["samples_per_chunk"] = 10  # blocks of 10; SmoothedSegmenter counts in 50s
     config = config_from_dict(data)
-    models = load_models(config)
-    prepare_store(config, num_classes=models.num_classes)
+    ctx = run_context(config, track=False)
+    models = load_models(ctx)
+    prepare_store(ctx, models)
     for shard in plan_shards(NUM_IMAGES, 2):
-        sample_shard(config, shard, models=models)
+        sample_shard(ctx, shard, models=models)
     params = CertifyParams(n=N, alpha=ALPHA, tau=TAU, correction="holm")
     result = aggregate_store(config.store.url, params)
     store = SampleStore.open(config.store.url)
-    dataset = open_run_dataset(config)
+    dataset = open_run_dataset(ctx)
     certified_pixels: dict[str, int] = {}
     abstained_pixels = 0
     for sigma in config.sigmas:

@@ -6,7 +6,9 @@ import hashlib
 from pathlib import Path
 
 from certseg.aggregate import CertifyParams, aggregate_store
-from certseg.pipeline import HealthResult, finalize_run
+from certseg.outcomes import HealthResult
+from certseg.run.context import run_context
+from certseg.run.finalize import finalize_run
 from certseg.storage import sigma_key
 from certseg.tracking import latest_run_id, metric_key, read_run
 from tests.pipeline_fixtures import fill_toy_store
@@ -25,11 +27,9 @@ def test_finalize_logs_params_tags_metrics_artifacts(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     health = [HealthResult(0.25, "v1", 0.1, 1, 10, 1, 0.5)]
     outcome = finalize_run(
-        config,
+        run_context(config, out_dir=tmp_path / "out", tracking_uri=uri),
         result,
         health=health,
-        out_dir=tmp_path / "out",
-        tracking_uri=uri,
         rates={"sigma_0.5": 40.0},
     )
     assert outcome.run_id is not None

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from certseg.aggregate import CertifyParams, aggregate_store
-from certseg.pipeline import finalize_run
+from certseg.run.context import run_context
+from certseg.run.finalize import finalize_run
 from certseg.tracking import (
     RUN_KEY_TAG,
     TrackingError,
@@ -118,7 +119,7 @@ def _finalize(tmp_path: Path, uri: str, out: str = "out") -> Any:
     store = fill_toy_store(str(tmp_path / "s.zarr"))
     config = toy_config(store.url)
     result = aggregate_store(store.url, CertifyParams(n=20, alpha=0.05, tau=0.6))
-    return finalize_run(config, result, out_dir=tmp_path / out, tracking_uri=uri)
+    return finalize_run(run_context(config, out_dir=tmp_path / out, tracking_uri=uri), result)
 
 
 def test_broken_store_keeps_results_and_relog(tmp_path: Path) -> None:
@@ -189,7 +190,7 @@ def test_rerun_does_not_duplicate_and_interrupted_run_is_finished(tmp_path: Path
     ],
 )
 def test_retry_only_transient_errors(error: BaseException, transient: bool) -> None:
-    from tasks.certify import is_transient
+    from certseg.tasks.certify import is_transient
 
     assert is_transient(error) is transient
 
@@ -198,7 +199,7 @@ def test_lost_worker_and_out_of_memory_are_transient() -> None:
     import torch
     from distributed.scheduler import KilledWorker
 
-    from tasks.certify import is_transient
+    from certseg.tasks.certify import is_transient
 
     assert is_transient(KilledWorker("task", "worker", 3))
     assert is_transient(torch.OutOfMemoryError("CUDA out of memory"))

@@ -190,24 +190,29 @@ class FileDataset:
             )
         return mapped.astype(target_dtype(num_classes, self.ignore_index))
 
-    def validate(self) -> tuple[FileDataset, tuple[tuple[str, str], ...]]:
+    def validate(
+        self, on_valid: Callable[[Example], None] | None = None
+    ) -> tuple[FileDataset, tuple[tuple[str, str], ...]]:
         """Read every item once; raise DatasetError at the first invalid one, or with
         skip_invalid return (the dataset without the invalid items, the (file, reason) list).
 
         The returned dataset carries the manifest entries computed here (files are not hashed
-        twice) and records the skipped files in its manifest. Writes nothing.
+        twice) and records the skipped files in its manifest. on_valid: called with each valid
+        item's Example as it is read, in the returned dataset's order. Writes nothing.
         """
         entries: dict[str, ManifestEntry] = {}
         valid: list[FileItem] = []
         skipped: list[tuple[str, str]] = list(self.skipped)
         for item in self.items:
             try:
-                _, entry = self._read(item)
+                example, entry = self._read(item)
             except DatasetError as error:
                 if not self.skip_invalid:
                     raise
                 skipped.append((error.file or item.image, error.reason or str(error)))
                 continue
+            if on_valid is not None:
+                on_valid(example)
             valid.append(item)
             entries[item.image_id] = entry
         for file, reason in self.stray:

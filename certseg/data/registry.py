@@ -12,6 +12,7 @@ here for callers that import them from the registry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +70,10 @@ def open_dataset(spec: DatasetSpec) -> SegmentationDataset:
 
 
 def validate_dataset(
-    dataset: SegmentationDataset, *, num_classes: int | None = None
+    dataset: SegmentationDataset,
+    *,
+    num_classes: int | None = None,
+    on_valid: Callable[[Example], None] | None = None,
 ) -> ValidationReport:
     """Read every item once and check it; raise DatasetError on the first problem.
 
@@ -77,7 +81,8 @@ def validate_dataset(
     count; each image is readable and not truncated; each image has a label of the same (H, W);
     label values are class indices in [0, C) or the ignore index. File-backed datasets opened with
     skip_invalid drop invalid items instead of raising (empty and class-count errors still raise).
-    Writes nothing.
+    on_valid: called with each valid item as it is read, in the order of `report.dataset` (so a
+    caller that needs the pixels again does not decode them a second time). Writes nothing.
     """
     if len(dataset) == 0:
         raise DatasetError(f"dataset {dataset.name!r} is empty: expected at least one image")
@@ -90,11 +95,13 @@ def validate_dataset(
             f"classes, the segmenter predicts {num_classes}; expected them to be equal"
         )
     if isinstance(dataset, FileDataset):
-        valid, skipped = dataset.validate()
+        valid, skipped = dataset.validate(on_valid=on_valid)
         return ValidationReport(dataset=valid, checked=len(dataset), skipped=skipped)
     for index in range(len(dataset)):
         example = dataset.load(index)
         check_example(example, num_dataset_classes, dataset.ignore_index, source=dataset.name)
+        if on_valid is not None:
+            on_valid(example)
     return ValidationReport(dataset=dataset, checked=len(dataset), skipped=())
 
 

@@ -8,7 +8,7 @@ env_file="$STATE_DIR/env.sh"
 : >"$env_file"
 # Each step's exports feed the next (the Dask workers and the Prefect worker inherit S3 access).
 # prefect before dask: the Dask workers inherit PREFECT_API_URL, so Prefect task runs on them
-# (sample_on_dask) report to this server instead of each starting a temporary one.
+# (certify-dataset-on-dask) report to this server instead of each starting a temporary one.
 for step in s3 mlflow prefect dask; do
   "$INFRA_DIR/$step.sh" | tee -a "$env_file" >/dev/null
   # shellcheck disable=SC1090

@@ -232,6 +232,25 @@ def test_truncated_png_raises_or_is_skipped(cityscapes_root: Path) -> None:
     assert reason.startswith("unreadable or truncated image file")
 
 
+def test_on_valid_sees_each_valid_item_once_in_order(cityscapes_root: Path) -> None:
+    """The validation pass hands each valid item to on_valid (so a caller keeps its target
+    instead of decoding it again), skipped ones never, in the validated dataset's order."""
+    image = cityscapes_root / "leftImg8bit/val/frankfurt/frankfurt_000000_000576_leftImg8bit.png"
+    truncate(image, keep=0.6)
+    skipping = DatasetSpec(kind="cityscapes", root=str(cityscapes_root), skip_invalid=True)
+    seen: list[Example] = []
+    report = validate_dataset(open_dataset(skipping), on_valid=seen.append)
+    assert [e.image_id for e in seen] == report.dataset.image_ids()
+    for index, example in enumerate(seen):
+        again = report.dataset.load(index)
+        assert np.array_equal(example.image, again.image)
+        assert np.array_equal(example.target, again.target)
+    synthetic = open_dataset(DatasetSpec(kind="synthetic", num_images=3, size=32))
+    seen.clear()
+    validate_dataset(synthetic, on_valid=seen.append)
+    assert [e.image_id for e in seen] == synthetic.image_ids()
+
+
 def test_all_items_invalid_still_raises(folder_root: Path) -> None:
     for mask in (folder_root / "masks").iterdir():
         mask.unlink()

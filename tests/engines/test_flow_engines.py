@@ -60,7 +60,7 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
     import s3fs
     from distributed import Client
 
-    from flows.certify_dataset import certify_dataset
+    from certseg.flows.certify_on_dask import certify_dataset_on_dask
 
     config_file = tiny_flow_config(models, tmp_path)
     store_url = s3_server.url(f"flow/{uuid.uuid4().hex}.zarr")
@@ -68,16 +68,15 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
     with Client(dask_cluster.address, timeout=60) as client:
         before = sum(client.run(executed_count).values())
     with prefect_client_of(prefect_server):
-        # sample_on_dask: the flow re-runs itself as a subflow with prefect-dask's DaskTaskRunner
-        # on dask_address (what the certseg-cluster deployment sets by parameter).
-        outcome = certify_dataset(
+        # certify-dataset-on-dask (the certseg-cluster deployment's flow) runs certify-dataset
+        # with prefect-dask's DaskTaskRunner on dask_address.
+        outcome = certify_dataset_on_dask(
             str(config_file),
+            dask_address=dask_cluster.address,
             store_url=store_url,
             storage_options=options,
-            dask_address=dask_cluster.address,
             out_dir=str(tmp_path / "results"),
             track=False,  # MLflow is exercised by the deployment test below
-            sample_on_dask=True,
         )
     with Client(dask_cluster.address, timeout=60) as client:
         after = sum(client.run(executed_count).values())

@@ -117,7 +117,7 @@ def _run_cluster_deployment(exports: dict[str, str], tmp_path: Path) -> None:
         str(BIN / "prefect"),
         "deployment",
         "run",
-        "certify-dataset/certseg-cluster",
+        "certify-dataset-on-dask/certseg-cluster",
         "--param",
         f"config={config}",
         "--param",

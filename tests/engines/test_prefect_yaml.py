@@ -17,6 +17,7 @@ from tests.engines.engine_procs import REPO_ROOT, WORK_POOL
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
 FLOW_NAMES = {
     "flows/certify_dataset.py:certify_dataset": "certify-dataset",
+    "flows/certify_on_dask.py:certify_dataset_on_dask": "certify-dataset-on-dask",
     "flows/recertify.py:recertify": "recertify",
 }
 
@@ -76,8 +77,9 @@ def test_validation_rejects_a_wrong_parameter(monkeypatch: pytest.MonkeyPatch) -
 def test_local_and_cluster_deployments() -> None:
     by_name = {d["name"]: d for d in _deployments()}
     local, cluster = by_name["certseg-local"], by_name["certseg-cluster"]
-    entrypoint = "flows/certify_dataset.py:certify_dataset"
-    assert local["entrypoint"] == cluster["entrypoint"] == entrypoint
+    assert local["entrypoint"] == "flows/certify_dataset.py:certify_dataset"
+    # the cluster deployment chooses the Dask task runner by its entrypoint, not a parameter
+    assert cluster["entrypoint"] == "flows/certify_on_dask.py:certify_dataset_on_dask"
     assert local["work_pool"]["name"] == WORK_POOL
     params = cluster["parameters"]
     assert params["dask_address"].startswith("tcp://")
@@ -85,6 +87,18 @@ def test_local_and_cluster_deployments() -> None:
     assert isinstance(params["storage_options"], dict)
     assert params["tracking_uri"].startswith("http")
     assert any(d["entrypoint"] == "flows/recertify.py:recertify" for d in _deployments())
+
+
+def test_recertify_local_reads_the_demo_store() -> None:
+    """recertify-local's default store is the one `certseg demo` writes."""
+    from typer.main import get_command
+
+    from certseg.cli import app
+
+    demo = get_command(app).commands["demo"]  # type: ignore[attr-defined]
+    default_store = next(p.default for p in demo.params if p.name == "store")
+    by_name = {d["name"]: d for d in _deployments()}
+    assert by_name["recertify-local"]["parameters"]["store_url"] == default_store
 
 
 def test_example_schedule_is_a_valid_cron() -> None:

@@ -86,3 +86,18 @@ def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "Traceback" in result.output and _error_lines(result.output)
+
+
+def test_certify_reports_config_errors_by_field(tmp_path: Path) -> None:
+    """The flow reads the config (once); its field errors reach the CLI as one `error:` line."""
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        (Path(__file__).parents[2] / "configs" / "tiny.yaml")
+        .read_text()
+        .replace("tau: 0.6", "tau: 0.4")
+    )
+    result = CliRunner().invoke(app, ["certify", str(config), "--quiet"])
+    assert result.exit_code == 1
+    (line,) = _error_lines(result.output)
+    assert "config.tau: must be in (0.5, 1), got 0.4" in line
+    assert "Traceback" not in result.output

@@ -3,6 +3,8 @@ recertify, on stand-in models and 4 tiny synthetic images."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from certseg.tracking import read_run
@@ -11,8 +13,8 @@ from tests.pipeline_fixtures import make_models_dir, tiny_config_dict, write_con
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_certify_resume_and_recertify(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from flows.certify_dataset import certify_dataset
-    from flows.recertify import recertify
+    from certseg.flows.certify_dataset import certify_dataset
+    from certseg.flows.recertify import recertify
 
     root = tmp_path_factory.mktemp("flow")
     models = make_models_dir(tmp_path_factory.getbasetemp() / "standins")
@@ -50,12 +52,19 @@ def test_certify_resume_and_recertify(tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_sample_on_dask_needs_a_scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from flows.certify_dataset import certify_dataset
+def test_the_dask_flow_needs_a_scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """certify-dataset-on-dask has no fallback: without an address nothing runs or is written
+    (an empty address would silently start a temporary local cluster instead)."""
+    from prefect.exceptions import ParameterBindError
+
+    from certseg.flows.certify_on_dask import certify_dataset_on_dask
 
     root = tmp_path_factory.mktemp("nodask")
     models = make_models_dir(tmp_path_factory.getbasetemp() / "standins")
     config_file = write_config(root / "tiny.yaml", tiny_config_dict(models, root / "s.zarr"))
-    with pytest.raises(ValueError, match="sample_on_dask: needs a Dask scheduler address"):
-        certify_dataset(str(config_file), sample_on_dask=True, track=False)
+    flow: Any = certify_dataset_on_dask
+    with pytest.raises(ParameterBindError, match="dask_address"):
+        flow(str(config_file), track=False)
+    with pytest.raises(ValueError, match="dask_address: needs a Dask scheduler address"):
+        flow(str(config_file), dask_address="", track=False)
     assert not (root / "s.zarr").exists()

@@ -27,7 +27,7 @@ class _State:
     ],
 )
 def test_model_errors_are_never_retried(error: BaseException, retried: bool) -> None:
-    from tasks.certify import _transient
+    from certseg.tasks.certify import _transient
 
     assert _transient(None, None, _State(error)) is retried
 

@@ -61,10 +61,10 @@ def test_planted_secrets_never_persisted_or_shown(
 ) -> None:
     import certseg.storage.store as store_module
     from certseg.cli import app
+    from certseg.flows.recertify import recertify
     from certseg.redact import REDACTED, contains_redacted
     from certseg.storage import SampleStore
     from certseg.tracking import read_run
-    from flows.recertify import recertify
 
     root = tmp_path_factory.mktemp("secrets")
     models = make_models_dir(tmp_path_factory.getbasetemp() / "standins")

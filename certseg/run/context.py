@@ -1,0 +1,196 @@
+"""Resolve a run once: the config and every override, into one frozen `RunContext`.
+
+The CLI, a flow parameter or the config can each say where the store, the tracking server, the
+Dask scheduler and the results folder are; `run_context` decides once, and every later step reads
+the answer from the context instead of deciding again. The config file is parsed once
+(`read_config_file`); its redacted mapping travels along for `config.original.yaml`.
+
+A `RunContext` is plain, picklable data (it crosses to Dask workers). Its storage_options may hold
+credentials: they are left out of its repr. Nothing here connects to anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from certseg.aggregate import CertifyParams
+from certseg.config import RunConfig, config_from_dict
+from certseg.redact import check_unredacted, redact_config_dict
+
+
+@dataclass(frozen=True)
+class DaskSettings:
+    """The aggregation cluster: a scheduler address, else a LocalCluster of this shape."""
+
+    address: str | None
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    processes: bool = True
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a run resolved once, read by every step.
+
+    config: the validated run config (skip_invalid applied). store_url / storage_options: where
+    the sample store is (checked free of certseg.redact.REDACTED placeholders). tracking_uri: the
+    MLflow URI (checked only when track). params: the certificate's n, α, τ, correction.
+    base_dir: the absolute folder relative model and dataset paths resolve against (resolved
+    when the context is made, so a step in another process resolves them the same way).
+    original_config: the user's config file as parsed, secrets redacted (None when the config
+    was not read from a file). extra_tags: added to the MLflow run (recertify marks its runs).
+    """
+
+    config: RunConfig
+    store_url: str
+    storage_options: dict[str, Any] = field(repr=False)
+    tracking_uri: str
+    dask: DaskSettings
+    shards: int
+    out_dir: str
+    base_dir: Path
+    params: CertifyParams
+    track: bool = True
+    original_config: dict[str, Any] | None = field(default=None, repr=False)
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config_id(self) -> str:
+        """The config's sha256 identity (see certseg.config)."""
+        return self.config.config_id
+
+    def resolve_path(self, path: str) -> Path:
+        """A model or dataset path: absolute as is (after ~ expansion), else under base_dir."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+
+def read_config_file(
+    path: str | Path, *, base_dir: str | Path | None = None
+) -> tuple[RunConfig, dict[str, Any]]:
+    """Parse a YAML config file once: (the validated RunConfig, the file's mapping redacted).
+
+    base_dir: set as the config's base_dir (the file's own key otherwise). ValueError naming the
+    file when it is missing, not YAML or not a mapping, and naming each bad field otherwise.
+    """
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"config file {str(file)!r} does not exist")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {str(file)!r} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: expected a mapping at the top level")
+    values = data if base_dir is None else {**data, "base_dir": str(base_dir)}
+    return config_from_dict(values, source=str(file)), redact_config_dict(data)
+
+
+def with_skip_invalid(config: RunConfig) -> RunConfig:
+    """The config with dataset.skip_invalid on (config_id unchanged: it is not part of it)."""
+    if config.dataset.skip_invalid:
+        return config
+    dataset = dataclasses.replace(config.dataset, skip_invalid=True)
+    return config.model_copy(update={"dataset": dataset})
+
+
+def default_out_dir(config: RunConfig, store_url: str) -> str:
+    """Results folder beside a local store ("<store>-results"), else ./certseg-results/<name>."""
+    if "://" not in store_url:
+        return str(Path(store_url).with_suffix("")) + "-results"
+    return str(Path("certseg-results") / config.name)
+
+
+def run_context(
+    config: RunConfig,
+    *,
+    store_url: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    tracking_uri: str | None = None,
+    dask_address: str | None = None,
+    shards: int | None = None,
+    out_dir: str | Path | None = None,
+    track: bool = True,
+    params: CertifyParams | None = None,
+    original_config: Mapping[str, Any] | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    out_suffix: str = "",
+) -> RunContext:
+    """Resolve every override against the config, once: each argument wins when given.
+
+    storage_options: None takes the config's (an empty mapping is an explicit "none").
+    params: the config's n, α, τ and correction when None. out_suffix: appended to the default
+    results folder only. Raises ValueError when the store URL or storage_options (or, with
+    track, the tracking URI) hold certseg.redact.REDACTED: a placeholder is never sent to a
+    backend.
+    """
+    url = check_unredacted(store_url or config.store.url, "store.url")
+    chosen = storage_options if storage_options is not None else config.store.storage_options
+    options = check_unredacted(dict(chosen), "store.storage_options")
+    uri = tracking_uri or config.tracking.uri
+    if track:
+        check_unredacted(uri, "tracking.uri")
+    return RunContext(
+        config=config,
+        store_url=url,
+        storage_options=options,
+        tracking_uri=uri,
+        dask=DaskSettings(
+            address=dask_address or config.dask.address,
+            n_workers=config.dask.n_workers,
+            threads_per_worker=config.dask.threads_per_worker,
+            processes=config.dask.processes,
+        ),
+        shards=shards or config.shards,
+        out_dir=str(out_dir) if out_dir else default_out_dir(config, url) + out_suffix,
+        base_dir=Path(config.base_dir).expanduser().absolute() if config.base_dir else Path.cwd(),
+        params=params
+        or CertifyParams(
+            n=config.n, alpha=config.alpha, tau=config.tau, correction=config.correction
+        ),
+        track=track,
+        original_config=dict(original_config) if original_config is not None else None,
+        extra_tags=dict(extra_tags or {}),
+    )
+
+
+def certify_context(
+    config: str | Path | Mapping[str, Any],
+    *,
+    base_dir: str | None = None,
+    skip_invalid: bool = False,
+    store_url: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    tracking_uri: str | None = None,
+    dask_address: str | None = None,
+    shards: int | None = None,
+    out_dir: str | None = None,
+    track: bool = True,
+) -> RunContext:
+    """The context of certify-dataset: `config` (a YAML path, parsed once, or a mapping)
+    validated, skip_invalid applied, every override resolved (`run_context`)."""
+    original: dict[str, Any] | None = None
+    if isinstance(config, str | Path):
+        loaded, original = read_config_file(config, base_dir=base_dir)
+    else:
+        data = dict(config) if base_dir is None else {**config, "base_dir": base_dir}
+        loaded = config_from_dict(data)
+    if skip_invalid:
+        loaded = with_skip_invalid(loaded)
+    return run_context(
+        loaded,
+        store_url=store_url,
+        storage_options=storage_options,
+        tracking_uri=tracking_uri,
+        dask_address=dask_address,
+        shards=shards,
+        out_dir=out_dir,
+        track=track,
+        original_config=original,
+    )

@@ -1,0 +1,162 @@
+"""Prepare the store: validate the dataset, probe the segmenters, then create the store.
+
+Everything that can be checked is checked before anything is written: the dataset (a failing file
+is named; `skip_invalid` drops and records it), each segmenter on the first image at its real size
+(`probe_segmenters`), the held-out health split. Then the store is created from its template, or
+reopened on resume, or refused (another config_id, or a URL holding something else).
+
+One pass over the dataset: validation reads (decodes) each image once and keeps its target,
+compressed, for the store's `targets` array, and the first image for the probe.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from certseg.run.context import RunContext
+from certseg.run.health import open_health_dataset
+from certseg.run.lineage import code_version, models_sha256
+from certseg.run.models import Models
+from certseg.run.sample import open_run_dataset, predict_clean
+from certseg.storage import SampleStore, StoreTemplate, sigma_key
+
+if TYPE_CHECKING:
+    from certseg.data.base import Example
+
+
+@dataclass(frozen=True)
+class PreparedStore:
+    """The store a run writes to, created (or reopened) and checked.
+
+    created: True only for the run that wrote the template. skipped: (file, reason) of each item
+    `skip_invalid` dropped.
+    """
+
+    config_id: str
+    num_images: int
+    num_classes: int
+    manifest_sha256: str
+    created: bool
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+class ModelProbeError(ValueError):
+    """A model failed on a real dataset image before any sampling (wrong class count, input
+    size the model cannot take, ...); the message names the model and the image."""
+
+
+class KeptTargets:
+    """The validated items' targets, kept zlib-compressed from the validation pass until the
+    store is written, and the first item whole (for the probe)."""
+
+    def __init__(self) -> None:
+        self.first: Example | None = None
+        self._packed: list[tuple[tuple[int, int], str, bytes]] = []
+
+    def keep(self, example: Example) -> None:
+        """Keep one valid item (call in dataset order)."""
+        if self.first is None:
+            self.first = example
+        target = np.ascontiguousarray(example.target)
+        shape = (int(target.shape[0]), int(target.shape[1]))
+        self._packed.append((shape, target.dtype.str, zlib.compress(target.tobytes(), 1)))
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """(H, W) of each kept target, in order."""
+        return tuple(shape for shape, _, _ in self._packed)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for shape, dtype, data in self._packed:
+            yield np.frombuffer(zlib.decompress(data), dtype=np.dtype(dtype)).reshape(shape)
+
+
+def probe_segmenters(models: Models, example: Example) -> None:
+    """Run every segmenter once on one (clean) dataset image at its real size.
+
+    Catches, before the store is created, what would otherwise fail in the middle of sampling:
+    a class count other than the declared one, an input size the model cannot take. Raises
+    ModelProbeError naming the segmenter, the image and the cause.
+    """
+    height, width = example.target.shape
+    for name, segmenter in models.segmenters.items():
+        try:
+            predict_clean(segmenter, example.image, models.device)
+        except Exception as error:
+            raise ModelProbeError(
+                f"segmenter {name!r} failed on dataset image {example.image_id!r} "
+                f"({height}×{width}, the size it will be sampled at): "
+                f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+            ) from error
+
+
+def prepare_store(ctx: RunContext, models: Models) -> PreparedStore:
+    """Validate the dataset, probe `models`' segmenters, then create (or reopen, on resume) the
+    store from its template.
+
+    The dataset must have the segmenters' class count. A store written under another config_id
+    raises StoreMismatchError; a URL holding anything that is not a certseg store (a project
+    folder, a file) raises StoreError and is left untouched. Runs preparing one store at once
+    create it once (the others wait and reopen it).
+    """
+    from certseg.data.registry import validate_dataset
+
+    config = ctx.config
+    num_classes = models.num_classes
+    kept = KeptTargets()
+    report = validate_dataset(open_run_dataset(ctx), num_classes=num_classes, on_valid=kept.keep)
+    dataset = report.dataset
+    if kept.first is None or len(kept) != len(dataset):
+        raise RuntimeError(f"validation of {dataset.name!r} did not report each valid item once")
+    probe_segmenters(models, kept.first)
+    health = open_health_dataset(ctx)
+    health_ids: tuple[str, ...] = ()
+    health_sha = ""
+    if health is not None:
+        health = validate_dataset(health, num_classes=num_classes).dataset
+        health_ids = tuple(health.image_ids())
+        health_sha = health.manifest().sha256
+    manifest = dataset.manifest()
+    ids = tuple(dataset.image_ids())
+    template = StoreTemplate(
+        config_id=config.config_id,
+        config_json=config.to_public_json(),  # secrets redacted; config_id is unaffected
+        code_version=code_version(),
+        manifest_sha256=manifest.sha256,
+        dataset_name=dataset.name,
+        image_ids=ids,
+        image_shapes=kept.shapes(),
+        num_classes=num_classes,
+        class_names=tuple(c.name for c in dataset.classes),
+        ignore_index=dataset.ignore_index,
+        sigmas=config.sigmas,
+        variants=tuple(v.name for v in config.variants),
+        variant_segmenters={
+            v.name: {sigma_key(s): v.segmenter_for(s) for s in config.sigmas}
+            for v in config.variants
+        },
+        groups=config.denoiser_groups(),
+        n0=config.n0,
+        n=config.n,
+        samples_per_chunk=config.sampling.samples_per_chunk,
+        health_ids=health_ids,
+        health_manifest_sha256=health_sha,
+        models_sha256=models_sha256(ctx),
+        skipped_files=tuple(report.skipped),
+    )
+    store = SampleStore.create(ctx.store_url, template, kept, storage_options=ctx.storage_options)
+    return PreparedStore(
+        config_id=config.config_id,
+        num_images=len(ids),
+        num_classes=num_classes,
+        manifest_sha256=manifest.sha256,
+        created=store.created,
+        skipped=tuple(report.skipped),
+    )

@@ -1,0 +1,174 @@
+"""certseg.run.sample: shard planning, resumable sampling, identical results for 1/2/3 shards,
+the default sampler against an independent reference, and a NaN-producing model."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from certseg.aggregate import CertifyParams, aggregate_store
+from certseg.run.context import RunContext
+from certseg.run.models import load_models
+from certseg.run.prepare import prepare_store
+from certseg.run.sample import Shard, plan_shards, run_samples, sample_shard
+from certseg.storage import SampleStore
+from tests.pipeline_fixtures import CountingSampler, make_models_dir, poisoned_models, tiny_context
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_models_dir(tmp_path_factory.getbasetemp() / "standins")
+
+
+def _run(ctx: RunContext, sampler: CountingSampler, shards: int) -> None:
+    models = load_models(ctx)
+    prepare_store(ctx, models)
+    for shard in plan_shards(4, shards):
+        sample_shard(ctx, shard, models=models, sampler=sampler)
+
+
+def test_plan_shards() -> None:
+    assert plan_shards(4, 1) == (Shard(0, 0, 4),)
+    assert plan_shards(5, 2) == (Shard(0, 0, 2), Shard(1, 2, 5)) or plan_shards(5, 2) == (
+        Shard(0, 0, 3),
+        Shard(1, 3, 5),
+    )
+    shards = plan_shards(10, 3)
+    assert [s.stop - s.start for s in shards] in ([3, 4, 3], [3, 3, 4], [4, 3, 3])
+    assert shards[0].start == 0 and shards[-1].stop == 10
+    assert all(a.stop == b.start for a, b in itertools.pairwise(shards))
+    assert len(plan_shards(2, 5)) == 2
+    with pytest.raises(ValueError, match="shards"):
+        plan_shards(3, 0)
+
+
+def test_resume_skips_completed_blocks(models_dir: Path, tmp_path: Path) -> None:
+    ctx = tiny_context(models_dir, tmp_path / "s.zarr")
+    models = load_models(ctx)
+    prepared = prepare_store(ctx, models)
+    assert prepared.created and prepared.num_images == 4
+    first = CountingSampler()
+    shards = plan_shards(4, 2)
+    told: list[tuple[int, bool]] = []
+    report = sample_shard(  # "killed" after shard 0
+        ctx, shards[0], models=models, sampler=first, progress=lambda n, r: told.append((n, r))
+    )
+    # 2 images × 2 σ × 2 groups × (1 selection block + 3 estimation blocks of ≤ 3)
+    assert first.calls == 2 * 2 * 2 * 4 == report.sampled_blocks
+    assert first.samples == 2 * 2 * 2 * (3 + 8)
+    assert told and all(not resumed for _, resumed in told)
+    assert sum(n for n, _ in told) == first.samples
+    # Lose one block of image 3's work mid-flight: data absent, flag absent.
+    second = CountingSampler()
+    again = prepare_store(ctx, models)
+    assert not again.created
+    told.clear()
+    for shard in shards:
+        sample_shard(
+            ctx, shard, models=models, sampler=second, progress=lambda n, r: told.append((n, r))
+        )
+    assert second.calls == 2 * 2 * 2 * 4  # only shard 1's images
+    # the progress callback saw every sample of the run once: shard 0's as resumed
+    assert sum(n for n, _ in told) == run_samples(ctx, 4)
+    assert sum(n for n, resumed in told if resumed) == first.samples
+    store = SampleStore.open(str(tmp_path / "s.zarr"))
+    store.group["done/sigma_0.5/ddpm/estimation"][3] = np.array([1, 0, 1], dtype=np.uint8)
+    third = CountingSampler()
+    for shard in shards:
+        sample_shard(ctx, shard, models=models, sampler=third)
+    assert third.calls == 1 and third.samples == 3
+    fourth = CountingSampler()
+    for shard in shards:
+        sample_shard(ctx, shard, models=models, sampler=fourth)
+    assert fourth.calls == 0
+
+
+def test_results_identical_for_1_2_3_shards(models_dir: Path, tmp_path: Path) -> None:
+    results = []
+    stores = []
+    for shards in (1, 2, 3):
+        url = tmp_path / f"s{shards}.zarr"
+        ctx = tiny_context(models_dir, url, shards=shards)
+        _run(ctx, CountingSampler(), shards)
+        stores.append(SampleStore.open(str(url)))
+        params = CertifyParams(n=ctx.config.n, alpha=ctx.config.alpha, tau=ctx.config.tau)
+        results.append(aggregate_store(str(url), params))
+    for sigma in (0.25, 0.5):
+        for variant in ("clean", "matched", "denoised"):
+            for phase in ("selection", "estimation"):
+                for image in range(4):
+                    maps = [s.read_samples(sigma, variant, phase, image) for s in stores]
+                    assert np.array_equal(maps[0], maps[1]) and np.array_equal(maps[0], maps[2])
+            summaries = [r.get(sigma, variant) for r in results]
+            assert summaries[0] == summaries[1] == summaries[2]
+    # the wiring holds: "matched" uses the noisy segmenter at 0.25 only
+    store = stores[0]
+    assert np.array_equal(
+        store.read_samples(0.5, "matched", "estimation", 1),
+        store.read_samples(0.5, "clean", "estimation", 1),
+    )
+    assert not np.array_equal(
+        store.read_samples(0.25, "matched", "estimation", 1),
+        store.read_samples(0.25, "clean", "estimation", 1),
+    )
+
+
+def test_default_sampler_matches_the_reference(models_dir: Path, tmp_path: Path) -> None:
+    """The real certseg.sampling path writes what a one-sample-at-a-time loop computes."""
+    ctx = tiny_context(models_dir, tmp_path / "real.zarr")
+    models = load_models(ctx)
+    prepare_store(ctx, models)
+    sample_shard(ctx, Shard(0, 0, 1), models=models)  # default: sample_class_maps
+    reference = tiny_context(models_dir, tmp_path / "ref.zarr")
+    prepare_store(reference, models)
+    sample_shard(reference, Shard(0, 0, 1), models=models, sampler=CountingSampler())
+    real = SampleStore.open(str(tmp_path / "real.zarr"))
+    ref = SampleStore.open(str(tmp_path / "ref.zarr"))
+    for sigma in (0.25, 0.5):
+        for variant in ("clean", "matched", "denoised"):
+            for phase in ("selection", "estimation"):
+                a = real.read_samples(sigma, variant, phase, 0)
+                b = ref.read_samples(sigma, variant, phase, 0)
+                assert np.array_equal(a, b), (sigma, variant, phase)
+
+
+def test_nan_under_noise_fails_the_shard_and_flags_nothing(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """A segmenter finite on the clean image but NaN under noise: sampling fails with the
+    model, σ, image and samples named; no sample block is flagged done (a re-run retries it)."""
+    from certseg.errors import NonFiniteOutputError
+
+    ctx = tiny_context(models_dir, tmp_path / "s.zarr")
+    prepare_store(ctx, load_models(ctx, denoisers=False))
+    models = poisoned_models(load_models(ctx), "clean", threshold=1.0)
+    store = SampleStore.open(str(tmp_path / "s.zarr"))
+    with pytest.raises(NonFiniteOutputError) as caught:
+        sample_shard(ctx, Shard(0, 0, 1), models=models)
+    image_id = store.image_ids[0]
+    message = str(caught.value)
+    assert "segmenter 'clean'" in message and f"image {image_id!r}" in message
+    assert "sigma=0.25" in message and "phase 'selection'" in message and "samples [" in message
+    assert store.clean_done("clean", 0)  # the clean prediction was finite
+    for sigma in ctx.config.sigmas:
+        for group in ctx.config.denoiser_groups():
+            for phase in ("selection", "estimation"):
+                assert not store.done_blocks(sigma, group, phase, 0).any()
+
+
+def test_nan_on_the_clean_image_fails_before_anything_is_written(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    from certseg.errors import NonFiniteOutputError
+
+    ctx = tiny_context(models_dir, tmp_path / "s.zarr")
+    prepare_store(ctx, load_models(ctx, denoisers=False))
+    models = poisoned_models(load_models(ctx), "clean", threshold=None)
+    store = SampleStore.open(str(tmp_path / "s.zarr"))
+    with pytest.raises(NonFiniteOutputError, match=r"segmenter 'clean'.*clean image"):
+        sample_shard(ctx, Shard(0, 0, 1), models=models)
+    assert not store.clean_done("clean", 0)
+    assert not store.done_blocks(0.25, "none", "selection", 0).any()
