@@ -6,6 +6,7 @@ values without importing the run layer that measures them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -27,5 +28,6 @@ class HealthResult:
 
     @property
     def flagged(self) -> bool:
-        """Below the configured floor (or not measurable)."""
-        return not (self.accuracy >= self.floor)
+        """Measured and below the configured floor (a check that did not run — NaN accuracy,
+        e.g. health.num_images: 0 — is not flagged)."""
+        return not math.isnan(self.accuracy) and self.accuracy < self.floor

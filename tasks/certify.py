@@ -12,7 +12,7 @@ skipped.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -34,6 +34,7 @@ from certseg.run.sample import (
     sample_shard,
     sampling_rates,
 )
+from certseg.stats.correction import Correction
 from certseg.tasks.progress import progress_sink
 
 PERMANENT_OS_ERRORS: tuple[type[OSError], ...] = (
@@ -238,7 +239,7 @@ def resolve_recertify_task(
     storage_options: Mapping[str, Any] | None,
     alpha: float | None,
     tau: float | None,
-    correction: Literal["holm", "bonferroni"] | None,
+    correction: Correction | None,
     n: int | None,
     dask_address: str | None,
     tracking_uri: str | None,

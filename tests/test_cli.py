@@ -139,7 +139,8 @@ def test_report_latest_finds_the_newest_run_of_any_experiment(tmp_path: Path) ->
     store = fill_toy_store(str(tmp_path / "s.zarr"))
     result = aggregate_store(store.url, CertifyParams(n=20, alpha=0.05, tau=0.6))
     older = log_run(tracking_uri=uri, experiment="other", run_name="r", params={}, tags={}, rows=[])
-    outcome = finalize_run(toy_config(store.url), result, out_dir=tmp_path / "o", tracking_uri=uri)
+    ctx = run_context(toy_config(store.url), out_dir=tmp_path / "o", tracking_uri=uri)
+    outcome = finalize_run(ctx, result)
     assert outcome.run_id != older.run_id
     latest = runner.invoke(app, ["report", "latest", "--tracking-uri", uri])
     assert latest.exit_code == 0, latest.output

@@ -25,24 +25,8 @@ PACKAGE_DIRS = {
     "certseg.tasks": REPO / "tasks",
 }
 
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        # certseg.data.registry imports its loaders inside open_dataset and the loaders import
-        # registry's DatasetError/DatasetSpec: the schemas branch of issue 14 removes it. Listed
-        # so that this test guards against every other cycle meanwhile; the test below fails as
-        # soon as the cycle is gone, so the entry cannot outlive it.
-        frozenset(
-            {
-                "certseg.data.registry",
-                "certseg.data.cityscapes",
-                "certseg.data.files",
-                "certseg.data.folder",
-                "certseg.data.io",
-                "certseg.data.pascal_context",
-            }
-        ),
-    }
-)
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
+"""Cycles tolerated: none (the data registry ↔ loaders cycle was removed in issue 14)."""
 
 
 # --- reading the tree and the layers -----------------------------------------------------------

@@ -57,6 +57,11 @@ def resolve_autocast(ctx: RunContext) -> Any:
     return torch.bfloat16 if bf16_supported(ctx.config.sampling.device) else None
 
 
+def sampling_precision(models: Models) -> str:
+    """ "bf16" when the models run under bf16 autocast, else "fp32" (recorded in the store)."""
+    return "fp32" if models.autocast_dtype is None else "bf16"
+
+
 def load_models(ctx: RunContext, *, denoisers: bool = True, device: str | None = None) -> Models:
     """The used segmenters (and, with denoisers=True, the used denoisers), each from this
     process's cache when already loaded. Sets torch's thread count when sampling.threads is set.

@@ -21,7 +21,7 @@ import numpy as np
 from certseg.run.context import RunContext
 from certseg.run.health import open_health_dataset
 from certseg.run.lineage import code_version, models_sha256
-from certseg.run.models import Models
+from certseg.run.models import Models, sampling_precision
 from certseg.run.sample import open_run_dataset, predict_clean
 from certseg.storage import SampleStore, StoreTemplate, sigma_key
 
@@ -150,6 +150,7 @@ def prepare_store(ctx: RunContext, models: Models) -> PreparedStore:
         health_manifest_sha256=health_sha,
         models_sha256=models_sha256(ctx),
         skipped_files=tuple(report.skipped),
+        sampling_precision=sampling_precision(models),
     )
     store = SampleStore.create(ctx.store_url, template, kept, storage_options=ctx.storage_options)
     return PreparedStore(

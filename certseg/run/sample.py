@@ -18,8 +18,9 @@ import numpy as np
 
 from certseg.redact import redact_url
 from certseg.run.context import RunContext
-from certseg.run.models import Models, load_models
+from certseg.run.models import Models, load_models, sampling_precision
 from certseg.storage import PHASES_STORED, SampleStore, sigma_key
+from certseg.storage.store import check_sampling_precision
 
 if TYPE_CHECKING:
     from certseg.data.base import Example, SegmentationDataset
@@ -152,13 +153,19 @@ def open_run_dataset(ctx: RunContext) -> SegmentationDataset:
 class _ModelsOnDemand:
     """The run's models, loaded on first use: a shard with nothing missing loads none."""
 
-    def __init__(self, ctx: RunContext, models: Models | None) -> None:
+    def __init__(self, ctx: RunContext, models: Models | None, store: SampleStore) -> None:
         self.ctx = ctx
         self.models = models
+        self.store = store
+        self.checked = False
 
     def get(self) -> Models:
         if self.models is None:
             self.models = load_models(self.ctx)
+        if not self.checked:  # a worker on another kind of machine may resolve bf16 otherwise
+            precision = sampling_precision(self.models)
+            check_sampling_precision(self.store.url, self.store.attrs, precision)
+            self.checked = True
         return self.models
 
 
@@ -182,7 +189,7 @@ def sample_shard(
     sampler = sampler or default_sampler()
     dataset = open_run_dataset(ctx)
     positions = {image_id: i for i, image_id in enumerate(dataset.image_ids())}
-    on_demand = _ModelsOnDemand(ctx, models)
+    on_demand = _ModelsOnDemand(ctx, models, store)
     sampled = skipped = samples = 0
     seconds = 0.0
     per_sigma: dict[str, dict[str, float]] = {}

@@ -124,6 +124,10 @@ class StoreTemplate:
     health_manifest_sha256: str = ""
     models_sha256: str = ""
     skipped_files: tuple[tuple[str, str], ...] = ()
+    sampling_precision: str = ""
+    """How the base classifier ran ("bf16" autocast or "fp32"), resolved on the sampling machine:
+    `sampling.bf16: auto` resolves by device capability, so one config can mean two base
+    classifiers; a store refuses samples of the other ("": not recorded, older stores)."""
 
     def __post_init__(self) -> None:
         if len(self.image_ids) != len(self.image_shapes):
@@ -282,4 +286,5 @@ class StoreTemplate:
             "health_manifest_sha256": self.health_manifest_sha256,
             "models_sha256": self.models_sha256,
             "skipped_files": [list(item) for item in self.skipped_files],
+            "sampling_precision": self.sampling_precision,
         }

@@ -589,3 +589,19 @@ def _check_same_content(url: str, attrs: Mapping[str, Any], template: StoreTempl
                 f"but this run's is {now or '(none)'}: the files changed under the same config; "
                 "use another store URL (nothing was overwritten)"
             )
+    check_sampling_precision(url, attrs, template.sampling_precision)
+
+
+def check_sampling_precision(url: str, attrs: Mapping[str, Any], precision: str) -> None:
+    """Refuse samples of another precision than the store's ("bf16" / "fp32"): with
+    `sampling.bf16: auto` one config_id samples in bf16 on a machine that supports it and in fp32
+    elsewhere, and a certificate over a mix of the two is not one base classifier's. A store
+    without the attribute (made before it was recorded) accepts either."""
+    stored = str(attrs.get("sampling_precision", ""))
+    if stored and precision and stored != precision:
+        raise StoreMismatchError(
+            f"store {redact_url(url)!r} was sampled in {stored}, but this run samples in "
+            f"{precision} (sampling.bf16: auto follows the device's bf16 support): set "
+            f"sampling.bf16 to {str(stored == 'bf16').lower()} to resume it on this machine, or "
+            "use another store URL (nothing was overwritten)"
+        )

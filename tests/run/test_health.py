@@ -99,3 +99,15 @@ def test_nan_model_fails_the_health_check_and_stores_no_accuracy(
     store = SampleStore.open(str(tmp_path / "s.zarr"))
     for sigma in ctx.config.sigmas:
         assert (store.read_health(sigma, "clean")[:, 0] < 0).all()
+
+
+def test_a_health_check_that_did_not_run_is_not_flagged() -> None:
+    """recertify of a run with the health check off has NaN base accuracy: never below the floor
+    (NaN >= floor is False, which flagged every such row before)."""
+    import math
+
+    from certseg.outcomes import HealthResult
+
+    assert not HealthResult(0.25, "v", math.nan, 0, 0, 0, 0.5).flagged
+    assert HealthResult(0.25, "v", 0.49, 49, 100, 1, 0.5).flagged
+    assert not HealthResult(0.25, "v", 0.5, 50, 100, 1, 0.5).flagged

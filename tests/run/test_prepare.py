@@ -167,6 +167,6 @@ def test_each_image_is_decoded_once_while_preparing(
     store = SampleStore.open(str(tmp_path / "s.zarr"))  # the targets kept are the dataset's
     from certseg.data.registry import open_dataset
 
-    reference = open_dataset(ctx.config.dataset.to_spec(base_dir=ctx.base_dir))
+    reference = open_dataset(ctx.config.dataset.resolved(ctx.base_dir))
     for index in range(3):
         assert np.array_equal(store.read_target(index), reference.load(index).target)

@@ -354,3 +354,23 @@ def test_the_highest_class_index_round_trips_at_the_cut_off(
     maps[0, 0, 0] = 0
     store.write_samples(0.25, "plain", "selection", 0, 0, maps)
     np.testing.assert_array_equal(store.read_samples(0.25, "plain", "selection", 0), maps)
+
+
+def test_a_store_refuses_samples_of_another_precision(tmp_path: Path) -> None:
+    """sampling.bf16: auto resolves per machine: a store sampled in bf16 must not be resumed in
+    fp32 (nor the reverse); a store that recorded no precision accepts either."""
+    from certseg.storage.store import check_sampling_precision
+
+    url = str(tmp_path / "s.zarr")
+    bf16 = _template(sampling_precision="bf16")
+    store = SampleStore.create(url, bf16, _targets(bf16))
+    assert store.attrs["sampling_precision"] == "bf16"
+    SampleStore.create(url, bf16, _targets(bf16))  # the same precision resumes
+    fp32 = _template(sampling_precision="fp32")
+    with pytest.raises(StoreMismatchError, match="sampled in bf16, but this run samples in fp32"):
+        SampleStore.create(url, fp32, _targets(fp32))
+    assert SampleStore.open(url).attrs["sampling_precision"] == "bf16"  # untouched
+    with pytest.raises(StoreMismatchError, match=r"set sampling\.bf16 to true"):
+        check_sampling_precision(url, store.attrs, "fp32")
+    check_sampling_precision(url, {}, "fp32")  # older stores did not record it
+    check_sampling_precision(url, store.attrs, "bf16")
