@@ -178,6 +178,20 @@ def noise_seed(*, seed: int, image_key: str, phase: str, index: int) -> int:
     return (int(state[0]) << 32 | int(state[1])) & ((1 << 63) - 1)
 
 
+def _keyed_generator(device: torch.device) -> torch.Generator:
+    """A torch.Generator on `device` (CPU: Mersenne Twister; CUDA: Philox), seeded per sample."""
+    import torch
+
+    return torch.Generator(device=device)
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    dims = tuple(int(v) for v in shape)
+    if any(v < 1 for v in dims):
+        raise ValueError(f"shape must have positive sizes, got {tuple(shape)!r}")
+    return dims
+
+
 def sample_noise(
     shape: Sequence[int],
     *,
@@ -185,19 +199,75 @@ def sample_noise(
     image_key: str,
     phase: str,
     index: int,
-    device: Any = None,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
-    """Standard Gaussian noise ε ~ N(0, I) of `shape` (float32) for one sample.
+    """Standard Gaussian noise ε ~ N(0, I) of `shape` (float32) for one sample, drawn on `device`.
 
-    The result is a pure function of (seed, image_key, phase, index, shape): drawn on a CPU
-    torch.Generator seeded by `noise_seed`, then moved to `device`. Never depends on batching.
+    Drawn by a torch.Generator on `device` (None: the CPU) seeded by `noise_seed`, so the result
+    is a pure function of (seed, image_key, phase, index, shape) on a given kind of device, and
+    never depends on batching. The CPU stream (Mersenne Twister) is the one certseg has always
+    drawn. A CUDA device draws its own stream (Philox) directly on the device, with no host
+    round-trip: a different but equally valid N(0, I) draw. torch maps a CUDA tensor's elements
+    to Philox counters through a launch grid capped by the GPU's SM count, so the CUDA stream of
+    a tensor this large is reproducible on one GPU model (see `noise_stream`), not across models.
     """
     import torch
 
-    dims = tuple(int(v) for v in shape)
-    if any(v < 1 for v in dims):
-        raise ValueError(f"shape must have positive sizes, got {tuple(shape)!r}")
-    generator = torch.Generator(device="cpu")
+    dims = _check_shape(shape)
+    target = torch.device("cpu" if device is None else device)
+    generator = _keyed_generator(target)
     generator.manual_seed(noise_seed(seed=seed, image_key=image_key, phase=phase, index=index))
-    noise = torch.randn(dims, generator=generator, dtype=torch.float32)
-    return noise if device is None else noise.to(device)
+    return torch.randn(dims, generator=generator, dtype=torch.float32, device=target)
+
+
+def sample_noise_batch(
+    shape: Sequence[int],
+    *,
+    seed: int,
+    image_key: str,
+    phase: str,
+    indices: Sequence[int],
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """(len(indices), *shape) float32 noise on `device`: row i is bit for bit
+    `sample_noise(shape, ..., index=indices[i], device=device)`.
+
+    Each row is drawn in place into the batch on the device (one generator, re-seeded per
+    sample: seeding resets its whole state), so nothing is stacked or copied from the host.
+    """
+    import torch
+
+    dims = _check_shape(shape)
+    target = torch.device("cpu" if device is None else device)
+    keys = [int(j) for j in indices]
+    seeds = [noise_seed(seed=seed, image_key=image_key, phase=phase, index=j) for j in keys]
+    batch = torch.empty((len(keys), *dims), dtype=torch.float32, device=target)
+    generator = _keyed_generator(target)
+    for row, row_seed in zip(batch, seeds, strict=True):
+        generator.manual_seed(row_seed)
+        row.normal_(generator=generator)
+    return batch
+
+
+def noise_stream(device: str | torch.device | None = None) -> str:
+    """A name of the noise stream `sample_noise` draws on `device`, for a store's identity.
+
+    "torch-cpu" for the CPU. For CUDA, "torch-cuda-philox/sm<SM count>x<max threads per SM>":
+    torch's CUDA sampling kernels give a tensor's element the Philox subsequence of the thread
+    that computes it, and cap the launch grid at SM count × (max threads per SM / 256) blocks, so
+    a tensor larger than one wave (a 3×1024×2048 frame is) gets different values on GPUs with a
+    different SM count or threads per SM (another model, a MIG slice); two devices with the same
+    name draw the same samples (with the same torch). Initializes CUDA for a CUDA device.
+    """
+    import torch
+
+    target = torch.device("cpu" if device is None else device)
+    if target.type == "cpu":
+        return "torch-cpu"
+    if target.type == "cuda":
+        props = torch.cuda.get_device_properties(target)
+        return (
+            f"torch-cuda-philox/sm{props.multi_processor_count}"
+            f"x{props.max_threads_per_multi_processor}"
+        )
+    raise ValueError(f"device must be a CPU or CUDA device, got {str(target)!r}")

@@ -1,10 +1,12 @@
 """The hot loop: one image → per-sample class maps of the base classifier f under noise.
 
 f = segmenter ∘ denoiser (or the segmenter alone, the SegCertify baseline). Sample j of an image
-sees x̃_j = x + σ·ε_j with ε_j = certseg.noise.sample_noise(..., index=j): every sample has its own
-noise, and the output is a pure function of (image, seed, image_key, phase, index range), whatever
-the batch size or the split of the index range. One denoiser pass per noisy batch feeds every
-segmenter.
+sees x̃_j = x + σ·ε_j with ε_j = certseg.noise.sample_noise(..., index=j, device=device), drawn on
+the sampling device straight into the batch: every sample has its own noise, and the output is a
+pure function of (image, seed, image_key, phase, index range, noise stream), whatever the batch
+size or the split of the index range. The noise stream is the device's (`certseg.noise.
+noise_stream`): the CPU's, or a CUDA device's, which differs from the CPU's. One denoiser pass
+per noisy batch feeds every segmenter.
 
 Floating point: the noise is bit-identical for any batching. The networks' float32 arithmetic
 can differ in the last bits with the batch size on some backends (measured on this CPU for the
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from certseg.errors import NonFiniteOutputError
-from certseg.noise import PHASES, sample_noise
+from certseg.noise import PHASES, sample_noise_batch
 from certseg.storage.layout import class_map_dtype
 
 if TYPE_CHECKING:
@@ -118,6 +120,8 @@ def sample_class_maps(
     the per-pixel argmax of the logits (ties → lowest class index). autocast_dtype: e.g.
     torch.bfloat16 (see `bf16_supported`) for the denoiser and segmenters; the noise and x̃ are
     float32. torch's thread count is the process's (certseg.run.models sets sampling.threads).
+    The noise is drawn on `device` (certseg.noise.sample_noise_batch): on the CPU, the CPU
+    stream; on a CUDA device, that device's stream (certseg.noise.noise_stream names it).
     Returns name → (count, H, W) class maps on the CPU, dtype
     `certseg.storage.layout.class_map_dtype` (uint8 up to 256 classes, else uint16).
     NonFiniteOutputError when the denoiser's output or a segmenter's logits are not all finite
@@ -154,12 +158,14 @@ def sample_class_maps(
     with torch.inference_mode():
         for offset in range(0, count, batch_size):
             indices = range(start + offset, start + min(offset + batch_size, count))
-            noise = torch.stack(
-                [
-                    sample_noise(clean.shape, seed=seed, image_key=image_key, phase=phase, index=j)
-                    for j in indices
-                ]
-            ).to(target)
+            noise = sample_noise_batch(
+                clean.shape,
+                seed=seed,
+                image_key=image_key,
+                phase=phase,
+                indices=indices,
+                device=target,
+            )
             noisy = clean.unsqueeze(0) + sigma * noise
             where = f"sigma={sigma}, image {image_key!r}, phase {phase!r}"
             with _autocast(target, autocast_dtype):

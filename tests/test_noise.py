@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 
@@ -13,11 +14,13 @@ from certseg.noise import (
     PHASES,
     from_model_range,
     noise_seed,
+    noise_stream,
     operator_attenuation,
     resize_attenuation,
     resize_images,
     resize_weight_matrix,
     sample_noise,
+    sample_noise_batch,
     timestep_for_sigma,
     to_model_range,
 )
@@ -164,6 +167,134 @@ def test_noise_is_pure_function_of_key() -> None:
     ]
     for other in variants:
         assert not torch.allclose(a, other)
+
+
+# The CPU stream as drawn before noise moved to the sampling device (commit 3163fad: a CPU
+# torch.Generator seeded by noise_seed, torch.randn): sha256 of the float32 bytes. (5,) takes
+# torch's scalar path (< 16 values), the others its vectorized one; the last is a Cityscapes frame.
+PINNED_CPU_STREAM = [
+    (
+        (3, 32, 48),
+        7,
+        "pin",
+        "estimation",
+        3,
+        "f9197039c286d8f10a1fa30f04b6a8471abca40e5bbee42749679fc638f1f080",
+    ),
+    (
+        (5,),
+        0,
+        "a",
+        "selection",
+        0,
+        "bf02aa4f02544711c558694c50d7d9d35f9e90ac194fec182167341f8df168fd",
+    ),
+    (
+        (3, 1024, 2048),
+        0,
+        "frankfurt_000000_000294",
+        "estimation",
+        99,
+        "fb19f90078047983180f74297d02dca3faf006e0853a318a80a060c7a2c6c288",
+    ),
+]
+
+
+def _digest(noise: torch.Tensor) -> str:
+    return hashlib.sha256(noise.cpu().numpy().tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("shape", "seed", "image_key", "phase", "index", "expected"), PINNED_CPU_STREAM
+)
+def test_cpu_stream_is_unchanged(
+    shape: tuple[int, ...], seed: int, image_key: str, phase: str, index: int, expected: str
+) -> None:
+    """The CPU noise (default device and device="cpu", one sample or a batch row) is bit for bit
+    the stream stored before noise moved to the sampling device: CPU results do not change."""
+    alone = sample_noise(shape, seed=seed, image_key=image_key, phase=phase, index=index)
+    on_cpu = sample_noise(
+        shape, seed=seed, image_key=image_key, phase=phase, index=index, device="cpu"
+    )
+    batch = sample_noise_batch(
+        shape,
+        seed=seed,
+        image_key=image_key,
+        phase=phase,
+        indices=[index + 1, index, index + 2],
+        device="cpu",
+    )
+    assert alone.device.type == on_cpu.device.type == batch.device.type == "cpu"
+    assert _digest(alone) == _digest(on_cpu) == _digest(batch[1]) == expected
+
+
+def _batch(shape: tuple[int, ...], indices: object, device: str) -> torch.Tensor:
+    return sample_noise_batch(
+        shape,
+        seed=5,
+        image_key="img-9",
+        phase="selection",
+        indices=indices,
+        device=device,  # type: ignore[arg-type]
+    )
+
+
+def _alone(shape: tuple[int, ...], index: int, device: str) -> torch.Tensor:
+    return sample_noise(
+        shape, seed=5, image_key="img-9", phase="selection", index=index, device=device
+    )
+
+
+def test_noise_batch_rows_are_the_per_sample_draws() -> None:
+    """Row i of a batch is sample_noise(index=indices[i]) bit for bit, for any order, size or
+    split of the indices (the invariance to batch size and shard split, by construction)."""
+    shape = (3, 24, 40)
+    alone = [_alone(shape, j, "cpu") for j in range(7)]
+    whole = _batch(shape, range(7), "cpu")
+    assert whole.shape == (7, *shape) and whole.dtype == torch.float32
+    for j in range(7):
+        assert torch.equal(whole[j], alone[j])
+    parts = [_batch(shape, chunk, "cpu") for chunk in (range(0, 2), range(2, 3), range(3, 7))]
+    assert torch.equal(torch.cat(parts), whole)
+    assert torch.equal(_batch(shape, [4, 0, 6], "cpu"), torch.stack([alone[4], alone[0], alone[6]]))
+    assert _batch(shape, [], "cpu").shape == (0, *shape)
+
+
+def test_noise_batch_checks_keys_and_shape() -> None:
+    with pytest.raises(ValueError, match="index"):
+        _batch((2, 2), [0, -1], "cpu")
+    with pytest.raises(ValueError, match="shape"):
+        _batch((2, 0), [0], "cpu")
+
+
+def test_noise_stream_names_the_device_stream() -> None:
+    assert noise_stream() == noise_stream("cpu") == noise_stream(torch.device("cpu")) == "torch-cpu"
+    with pytest.raises(ValueError, match="CPU or CUDA"):
+        noise_stream("meta")
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@CUDA
+def test_cuda_noise_is_drawn_on_the_device_and_keyed() -> None:
+    """On CUDA the noise is drawn on the device (Philox), keyed like the CPU's, batch- and
+    split-invariant, and a different stream from the CPU's. 3×256×512 is far beyond one wave of
+    the launch grid, where the element → counter mapping depends on the SM count."""
+    shape = (3, 256, 512)
+    alone = [_alone(shape, j, "cuda") for j in range(5)]
+    assert all(noise.device.type == "cuda" for noise in alone)
+    assert torch.equal(_alone(shape, 2, "cuda"), alone[2])
+    whole = _batch(shape, range(5), "cuda")
+    assert whole.device.type == "cuda"
+    for j in range(5):
+        assert torch.equal(whole[j], alone[j])
+    parts = [_batch(shape, chunk, "cuda") for chunk in (range(0, 1), range(1, 5))]
+    assert torch.equal(torch.cat(parts), whole)
+    assert not torch.equal(alone[0].cpu(), _alone(shape, 0, "cpu"))
+    assert abs(float(whole.mean())) < 0.01 and abs(float(whole.std()) - 1.0) < 0.01
+    assert noise_stream("cuda").startswith("torch-cuda-philox/sm")
 
 
 def test_noise_seeds_distinct_across_indices_and_phases() -> None:

@@ -116,6 +116,60 @@ def test_equals_per_sample_recomputation(with_denoiser: bool) -> None:
                 np.testing.assert_array_equal(out[name][row], expected)
 
 
+def test_noise_is_drawn_on_the_sampling_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop draws each batch's noise with sample_noise_batch on the sampling device (here
+    device="cpu", the same code path a CUDA run takes), and the CPU results equal the per-sample
+    recomputation from sample_noise on the CPU stream."""
+    import certseg.sampling as sampling
+
+    calls: list[tuple[torch.device, torch.device, list[int]]] = []
+    original = sampling.sample_noise_batch
+
+    def spy(*args: object, **kwargs: object) -> torch.Tensor:
+        noise = original(*args, **kwargs)  # type: ignore[arg-type]
+        calls.append((kwargs["device"], noise.device, list(kwargs["indices"])))  # type: ignore[call-overload, arg-type]
+        return noise
+
+    monkeypatch.setattr(sampling, "sample_noise_batch", spy)
+    segmenter = conv_segmenter()
+    out = run(segmenters={"conv": segmenter}, start=2, count=5, batch_size=3, device="cpu")
+    assert [c[2] for c in calls] == [[2, 3, 4], [5, 6]]
+    assert all(asked == torch.device("cpu") and got.type == "cpu" for asked, got, _ in calls)
+    clean = torch.from_numpy(image())
+    for row, j in enumerate(range(2, 7)):
+        eps = sample_noise((3, 16, 16), seed=42, image_key="img-3", phase="estimation", index=j)
+        with torch.no_grad():
+            expected = segmenter((clean + SIGMA * eps)[None]).argmax(dim=1)[0].numpy()
+        np.testing.assert_array_equal(out["conv"][row], expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_sampling_is_invariant_to_batch_size_and_split() -> None:
+    """device="cuda": the noise is drawn on the GPU per sample, so the class maps are the same
+    for any batch size and split of the index range (on this GPU), and each sample's map is the
+    segmenter's argmax on clean + σ·sample_noise(device="cuda")."""
+    segmenters = {"bins": bin_segmenter()}
+    reference = run(segmenters=segmenters, batch_size=12, device="cuda")
+    for batch_size in (1, 5):
+        got = run(segmenters=segmenters, batch_size=batch_size, device="cuda")
+        np.testing.assert_array_equal(got["bins"], reference["bins"])
+    first = run(segmenters=segmenters, start=0, count=7, batch_size=3, device="cuda")
+    second = run(segmenters=segmenters, start=7, count=5, batch_size=4, device="cuda")
+    np.testing.assert_array_equal(
+        np.concatenate([first["bins"], second["bins"]]), reference["bins"]
+    )
+    clean = torch.from_numpy(image()).cuda()
+    segmenter = bin_segmenter().cuda()
+    for j in range(12):
+        eps = sample_noise(
+            (3, 16, 16), seed=42, image_key="img-3", phase="estimation", index=j, device="cuda"
+        )
+        with torch.no_grad():
+            expected = segmenter((clean + SIGMA * eps)[None]).argmax(dim=1)[0].cpu().numpy()
+        np.testing.assert_array_equal(reference["bins"][j], expected)
+
+
 def test_samples_within_a_batch_have_their_own_noise() -> None:
     out = run(count=8, batch_size=8)["bins"]
     for j in range(1, 8):
