@@ -134,7 +134,7 @@ def stand_ins(
             return cached[: x.shape[0]]
 
     fake_denoiser = DiffusionDenoiser(
-        ZeroUNet(), denoiser.scheduler, resolution=denoiser.resolution, resize_mode="bilinear"
+        ZeroUNet(), denoiser.scheduler, resolution=denoiser.resolution
     )
     fake_segmenter = Segmenter(
         CachedLogits(),
