@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from certseg.noise import noise_stream
 from certseg.run.context import RunContext
 from certseg.run.health import open_health_dataset
 from certseg.run.lineage import code_version, models_sha256
@@ -151,6 +152,7 @@ def prepare_store(ctx: RunContext, models: Models) -> PreparedStore:
         models_sha256=models_sha256(ctx),
         skipped_files=tuple(report.skipped),
         sampling_precision=sampling_precision(models),
+        noise_stream=noise_stream(models.device),
     )
     store = SampleStore.create(ctx.store_url, template, kept, storage_options=ctx.storage_options)
     return PreparedStore(

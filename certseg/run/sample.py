@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from certseg.noise import noise_stream
 from certseg.redact import redact_url
 from certseg.run.context import RunContext
 from certseg.run.models import Models, load_models, sampling_precision
 from certseg.storage import PHASES_STORED, SampleStore, sigma_key
-from certseg.storage.store import check_sampling_precision
+from certseg.storage.store import check_noise_stream, check_sampling_precision
 
 if TYPE_CHECKING:
     from certseg.data.base import Example, SegmentationDataset
@@ -165,6 +166,8 @@ class _ModelsOnDemand:
         if not self.checked:  # a worker on another kind of machine may resolve bf16 otherwise
             precision = sampling_precision(self.models)
             check_sampling_precision(self.store.url, self.store.attrs, precision)
+            stream = noise_stream(self.models.device)
+            check_noise_stream(self.store.url, self.store.attrs, stream)
             self.checked = True
         return self.models
 

@@ -128,6 +128,10 @@ class StoreTemplate:
     """How the base classifier ran ("bf16" autocast or "fp32"), resolved on the sampling machine:
     `sampling.bf16: auto` resolves by device capability, so one config can mean two base
     classifiers; a store refuses samples of the other ("": not recorded, older stores)."""
+    noise_stream: str = ""
+    """Which generator drew the noise (certseg.noise.noise_stream: "torch-cpu", or the CUDA stream
+    of one GPU kind): the same key gives other noise on another stream ("": not recorded, older
+    stores, which were all drawn on the CPU)."""
 
     def __post_init__(self) -> None:
         if len(self.image_ids) != len(self.image_shapes):
@@ -287,4 +291,5 @@ class StoreTemplate:
             "models_sha256": self.models_sha256,
             "skipped_files": [list(item) for item in self.skipped_files],
             "sampling_precision": self.sampling_precision,
+            "noise_stream": self.noise_stream,
         }

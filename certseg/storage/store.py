@@ -590,6 +590,21 @@ def _check_same_content(url: str, attrs: Mapping[str, Any], template: StoreTempl
                 "use another store URL (nothing was overwritten)"
             )
     check_sampling_precision(url, attrs, template.sampling_precision)
+    check_noise_stream(url, attrs, template.noise_stream)
+
+
+def check_noise_stream(url: str, attrs: Mapping[str, Any], stream: str) -> None:
+    """Refuse to add samples drawn on another noise stream than the store's (CPU vs a GPU kind):
+    the noise of a key differs across streams, so a resumed store would mix two noise streams
+    (each valid, but the store's samples must be one draw). A store without the attribute was
+    drawn on the CPU ("torch-cpu")."""
+    stored = str(attrs.get("noise_stream", "")) or "torch-cpu"
+    if stream and stored != stream:
+        raise StoreMismatchError(
+            f"store {redact_url(url)!r} holds noise drawn on the {stored} stream, but this run "
+            f"draws on {stream} (sampling.device decides): sample it on the same kind of device, "
+            "or use another store URL (nothing was overwritten)"
+        )
 
 
 def check_sampling_precision(url: str, attrs: Mapping[str, Any], precision: str) -> None:

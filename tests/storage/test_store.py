@@ -374,3 +374,19 @@ def test_a_store_refuses_samples_of_another_precision(tmp_path: Path) -> None:
         check_sampling_precision(url, store.attrs, "fp32")
     check_sampling_precision(url, {}, "fp32")  # older stores did not record it
     check_sampling_precision(url, store.attrs, "bf16")
+
+
+def test_a_store_refuses_samples_of_another_noise_stream(tmp_path: Path) -> None:
+    """The same noise key draws other noise on the CPU and on a GPU kind: a store holds one."""
+    from certseg.storage.store import check_noise_stream
+
+    url = str(tmp_path / "s.zarr")
+    cpu = _template(noise_stream="torch-cpu")
+    store = SampleStore.create(url, cpu, _targets(cpu))
+    gpu = _template(noise_stream="torch-cuda-philox/sm132x2048")
+    with pytest.raises(StoreMismatchError, match="drawn on the torch-cpu stream"):
+        SampleStore.create(url, gpu, _targets(gpu))
+    check_noise_stream(url, store.attrs, "torch-cpu")
+    check_noise_stream(url, {}, "torch-cpu")  # older stores: drawn on the CPU
+    with pytest.raises(StoreMismatchError):
+        check_noise_stream(url, {}, "torch-cuda-philox/sm132x2048")
