@@ -1,9 +1,11 @@
 """Kill -9 sweep: kill `certseg certify` at named points, resume it, compare with a clean run.
 
-Usage (from the repository root):
+Usage (from the repository root; docs/reliability.md has the results):
 
-    python scripts/kill_sweep.py --points all          # the full sweep, a table at the end
-    python scripts/kill_sweep.py --points sample-before-flag,mlflow-db-create --keep /tmp/ks
+    python scripts/kill_sweep.py --points all          # every point, a table at the end
+    python scripts/kill_sweep.py --points sample-before-flag,mlflow-mid-log --keep /tmp/ks
+    python scripts/kill_sweep.py --points default --chain   # one run killed at each in turn
+    python scripts/kill_sweep.py --mlflow-migrations   # kill MLflow's first use per migration
     python scripts/kill_sweep.py --list                # the kill points
 
 Black box: every run is the real CLI (`certseg certify`, Prefect flow, Zarr store, Dask
@@ -22,9 +24,9 @@ value except `TIME_COLUMNS`, results.md and config.yaml byte for byte, and the f
 run's metrics, params and artifact names. No block may be sampled twice: a block drawn again
 on resume must be one the killed run drew but never flagged done (the block in flight).
 
-The test tests/reliability/test_kill_resume.py loads this file and runs a few points by default
-and every point as a slow test. Points that fail on the current code carry `known_failure` (the
-tests mark them xfail(strict=True)); set it to None once the fix lands.
+The test tests/reliability/test_kill_resume.py loads this file and runs a chain of three points
+by default and every point as a slow test. Points that fail on the current code carry
+`known_failure` (the tests mark them xfail(strict=True)); remove it once the fix lands.
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ STORE_ATTRS: tuple[str, ...] = (
     "models_sha256",
     "template_complete",
 )
-"""Root attributes of the store compared with the reference (the deterministic identity)."""
+"""Root attributes of the store compared with the reference: its deterministic identity (not
+code_version, which says "dirty" when the checkout changes between runs, nor whatever
+run-specific marker a store may carry)."""
 
 KNOWN_ITEM_6 = (
     "issue 13 item 6: a kill -9 during MLflow's first table creation on a fresh sqlite DB (between "
@@ -451,6 +455,70 @@ def child_main(point_name: str, log_path: Path, certify_args: Sequence[str]) -> 
     return 0
 
 
+MIGRATION_STEP = "alembic.runtime.migration:HeadMaintainer.update_to_step"
+"""Called once per MLflow schema migration, after it ran and before its version is stamped."""
+
+
+def tracking_probe_main(nth: int, database: Path) -> int:
+    """In a child: certseg's tracking call (certseg.tracking.log_run, an empty run) on a sqlite
+    file, killed before the nth schema migration's version stamp when nth > 0."""
+    log = EventLog(database.parent / f"events-{nth}.jsonl")
+    if nth > 0:
+        point = KillPoint(f"migration-{nth}", "tracking", MIGRATION_STEP, "before", nth, "probe")
+        install_kill(log, point)
+    from certseg.tracking import log_run
+
+    log_run(
+        tracking_uri=f"sqlite:///{database}",
+        experiment="kill-sweep-probe",
+        run_name="probe",
+        params={},
+        tags={},
+        rows=[],
+    )
+    print("ok")
+    return 0
+
+
+@dataclass(frozen=True)
+class MigrationProbe:
+    """A fresh tracking DB killed before migration `nth` was stamped, then opened again."""
+
+    nth: int
+    reopened: bool
+    error: str
+
+
+def probe_migrations(root: Path, *, limit: int = 500) -> list[MigrationProbe]:
+    """For k = 1, 2, ...: kill certseg's first tracking call on a fresh sqlite DB before the
+    k-th schema migration's stamp, then make the same call again; stop at the first k that is
+    not reached (every migration ran)."""
+    out = []
+    for nth in range(1, limit + 1):
+        database = root / f"migration-{nth}" / "mlruns.db"
+        database.parent.mkdir(parents=True, exist_ok=True)
+        if _tracking_probe(nth, database).returncode != -signal.SIGKILL:
+            break
+        again = _tracking_probe(0, database)
+        reopened = again.returncode == 0
+        out.append(MigrationProbe(nth, reopened, "" if reopened else error_line(again.stdout)))
+    return out
+
+
+def _tracking_probe(nth: int, database: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "_tracking_probe", str(nth)]
+    return subprocess.run(
+        [*command, str(database)],
+        cwd=database.parent,
+        env=child_env(RunDirs(database.parent)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        timeout=600,
+    )
+
+
 # --- the parent: runs, snapshots, comparison ------------------------------------------------
 
 
@@ -524,12 +592,16 @@ class RunResult:
 
     @property
     def error_line(self) -> str:
-        """The last `error:` line, else the last exception line of a traceback, else the last
-        non-empty output line."""
-        lines = [line.strip() for line in self.output_tail.splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("error:")]
-        raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b.*: ", line)]
-        return (errors or raised or lines or [""])[-1][:240]
+        return error_line(self.output_tail)
+
+
+def error_line(output: str) -> str:
+    """The last `error:` line of a run's output, else the last exception line of a traceback,
+    else the last non-empty line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b.*: ", line)]
+    return (errors or raised or lines or [""])[-1][:240]
 
 
 def child_env(dirs: RunDirs, prefect_api: str | None = None) -> dict[str, str]:
@@ -1012,14 +1084,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ephemeral server in its own process group, killed with it).",
     )
     parser.add_argument("--list", action="store_true", help="List the kill points and exit.")
+    parser.add_argument(
+        "--mlflow-migrations",
+        action="store_true",
+        help="Instead: kill certseg's first tracking call on a fresh sqlite DB before each "
+        "schema migration's stamp in turn, and report which kills leave the DB unusable.",
+    )
     args = parser.parse_args(argv)
     if args.list:
         for p in POINTS:
             known = "  [fails today: issue 13]" if p.known_failure else ""
             print(f"{p.name:24} {p.stage:12} {p.what}{known}")
         return 0
-    points = select_points(args.points)
     root = args.keep or Path(tempfile.mkdtemp(prefix="certseg-kill-sweep-"))
+    if args.mlflow_migrations:
+        probes = probe_migrations(root)
+        broken = [p for p in probes if not p.reopened]
+        for probe in probes:
+            print(f"migration {probe.nth}: {'ok' if probe.reopened else probe.error}", flush=True)
+        recovered = ", ".join(str(p.nth) for p in probes if p.reopened) or "none"
+        print(f"\n{len(broken)} of {len(probes)} kills left the tracking DB unusable")
+        print(f"recovered after the kill before migration: {recovered}")
+        return 1 if broken else 0
+    points = select_points(args.points)
     began = time.perf_counter()
     reference = reference_run(root, prefect_api=args.prefect_api)
     print(f"reference run: {reference.run.seconds:.0f} s; folders under {root}", flush=True)
@@ -1042,4 +1129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
         sys.exit(child_main(sys.argv[2], Path(sys.argv[3]), sys.argv[4:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "_tracking_probe":
+        sys.exit(tracking_probe_main(int(sys.argv[2]), Path(sys.argv[3])))
     sys.exit(main())
