@@ -142,11 +142,15 @@ def reference(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Any
 
 
 def _check(outcome: Any) -> None:
-    """Assert the scenario resumed to identical results; a kill point never reached is a
-    plain failure (not an AssertionError), so a strict xfail cannot absorb it."""
+    """Assert the scenario resumed to identical results. A kill point never reached, or a failed
+    resume whose store or results differ as well, is a plain failure (not an AssertionError),
+    so the strict xfails (raises=AssertionError) absorb only what they name."""
     table = sweep.format_table([outcome])
     if not all(outcome.killed):
         pytest.fail(f"a kill point was not reached (update scripts/kill_sweep.py):\n{table}")
+    beyond_mlflow = [d for d in outcome.differences if "MLflow" not in d]
+    if not outcome.resumed and beyond_mlflow:
+        pytest.fail(f"the resume failed and the store or results differ too:\n{table}")
     assert outcome.resumed, f"the resumed run failed:\n{table}"
     assert outcome.identical, "\n".join(outcome.differences)
     assert outcome.audit.ok, f"sampling audit: {outcome.audit}"
