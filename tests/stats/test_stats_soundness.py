@@ -71,3 +71,23 @@ def test_certificates_do_occur_just_above_tau(correction: str) -> None:
     so the zero-ish false rate above is not an artefact of a procedure that never certifies."""
     false_free = _false_certificate_count(np.full((SIDE, SIDE), 0.8), correction, seed=7)
     assert false_free > 0.3 * TRIALS
+
+
+@pytest.mark.parametrize("p_true", [0.6, 0.75, 0.9])
+def test_per_pixel_radius_family_wise_false_claim_rate_at_most_alpha(p_true: float) -> None:
+    """pixel_radii claims radius_i = σΦ⁻¹(p_lower_i): a claim is false when it exceeds the true
+    radius σΦ⁻¹(p_i) (p_lower_i > p_i). At most an α fraction of images may hold a false claim."""
+    from certseg.stats import pixel_radii
+
+    rng = np.random.default_rng(4242)
+    p = rng.uniform(p_true - 0.05, p_true, size=(SIDE, SIDE))
+    p[::2, ::2] = p_true
+    true_radius = SIGMA * stats.norm.ppf(p)
+    counts = rng.binomial(N, p, size=(TRIALS, SIDE, SIDE))
+    false = sum(
+        bool((pixel_radii(k, N, alpha=ALPHA, sigma=SIGMA) > true_radius + 1e-12).any())
+        for k in counts
+    )
+    assert false <= _upper_limit(), f"{false}/{TRIALS} images held a radius above the true one"
+    claims = sum(bool((pixel_radii(k, N, alpha=ALPHA, sigma=SIGMA) > 0).any()) for k in counts)
+    assert claims > 0.3 * TRIALS  # radii are claimed: the check is not vacuous
