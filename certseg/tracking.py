@@ -249,7 +249,9 @@ def _log_run(
         present = dict(found.data.params)
         client.update_run(run_id, status="RUNNING")
     else:
-        run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+        # The key is a tag from the first moment, so a run killed at any later point is found.
+        first_tags = {RUN_KEY_TAG: key} if key else None
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=first_tags).info.run_id
     status = "FAILED"
     try:
         all_tags = dict(tags)
