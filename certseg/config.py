@@ -410,11 +410,10 @@ def config_from_dict(data: dict[str, Any], *, source: str = "config") -> RunConf
         raise ValueError(f"{source}: {_format_error(error, 'config')}") from None
 
 
-def load_config(path: str | Path, *, base_dir: str | Path | None = None) -> RunConfig:
-    """Read and validate a YAML config file.
+def read_config_mapping(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a config file (not yet validated as a RunConfig).
 
-    base_dir: directory relative model/dataset paths resolve against (default: keep the file's
-    `base_dir` key, else the CWD at use time). Raises ValueError naming the file and the field.
+    Raises ValueError naming the file when it is missing, not YAML or not a mapping.
     """
     file = Path(path)
     if not file.is_file():
@@ -423,8 +422,18 @@ def load_config(path: str | Path, *, base_dir: str | Path | None = None) -> RunC
         data = yaml.safe_load(file.read_text())
     except yaml.YAMLError as error:
         raise ValueError(f"config file {str(file)!r} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: expected a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path, *, base_dir: str | Path | None = None) -> RunConfig:
+    """Read and validate a YAML config file.
+
+    base_dir: directory relative model/dataset paths resolve against (default: keep the file's
+    `base_dir` key, else the CWD at use time). Raises ValueError naming the file and the field.
+    """
+    data = read_config_mapping(path)
     if base_dir is not None:
-        if not isinstance(data, dict):
-            raise ValueError(f"{file}: expected a mapping at the top level")
         data = {**data, "base_dir": str(base_dir)}
-    return config_from_dict(data, source=str(file))
+    return config_from_dict(data, source=str(path))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from certseg.aggregate import CertifyParams
-from certseg.config import RunConfig, config_from_dict
+from certseg.config import RunConfig, config_from_dict, read_config_mapping
 from certseg.redact import check_unredacted, redact_config_dict
 
 
@@ -77,19 +77,9 @@ def read_config_file(
     base_dir: set as the config's base_dir (the file's own key otherwise). ValueError naming the
     file when it is missing, not YAML or not a mapping, and naming each bad field otherwise.
     """
-    import yaml
-
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"config file {str(file)!r} does not exist")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"config file {str(file)!r} is not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{file}: expected a mapping at the top level")
+    data = read_config_mapping(path)
     values = data if base_dir is None else {**data, "base_dir": str(base_dir)}
-    return config_from_dict(values, source=str(file)), redact_config_dict(data)
+    return config_from_dict(values, source=str(path)), redact_config_dict(data)
 
 
 def with_skip_invalid(config: RunConfig) -> RunConfig:
