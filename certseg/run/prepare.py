@@ -24,7 +24,7 @@ from certseg.run.health import open_health_dataset
 from certseg.run.lineage import code_version, models_sha256
 from certseg.run.models import Models, sampling_precision
 from certseg.run.sample import open_run_dataset, predict_clean
-from certseg.storage import SampleStore, StoreTemplate, sigma_key
+from certseg.storage import SampleStore, StoreMismatchError, StoreTemplate, sigma_key
 
 if TYPE_CHECKING:
     from certseg.data.base import Example
@@ -154,7 +154,15 @@ def prepare_store(ctx: RunContext, models: Models) -> PreparedStore:
         sampling_precision=sampling_precision(models),
         noise_stream=noise_stream(models.device),
     )
-    store = SampleStore.create(ctx.store_url, template, kept, storage_options=ctx.storage_options)
+    try:
+        store = SampleStore.create(
+            ctx.store_url, template, kept, storage_options=ctx.storage_options
+        )
+    except StoreMismatchError as error:
+        changed = changed_settings(ctx)
+        if not changed:
+            raise
+        raise StoreMismatchError(f"{error}; the settings that differ: {changed}") from error
     return PreparedStore(
         config_id=config.config_id,
         num_images=len(ids),
@@ -163,3 +171,36 @@ def prepare_store(ctx: RunContext, models: Models) -> PreparedStore:
         created=store.created,
         skipped=tuple(report.skipped),
     )
+
+
+def changed_settings(ctx: RunContext, limit: int = 8) -> str:
+    """The identity settings in which this run's config differs from the one a store at
+    ctx.store_url was written under, as "key: stored → now" ("" when it cannot tell)."""
+    import json
+
+    from certseg.config import config_from_dict
+
+    try:
+        stored = SampleStore.open(ctx.store_url, storage_options=ctx.storage_options)
+        then = _flat(config_from_dict(json.loads(stored.attrs["config"])).identity())
+    except (ValueError, KeyError, TypeError):
+        return ""
+    now = _flat(ctx.config.identity())
+    keys = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
+    shown = [f"{k}: {then.get(k, '(unset)')} → {now.get(k, '(unset)')}" for k in keys[:limit]]
+    more = f" (and {len(keys) - limit} more)" if len(keys) > limit else ""
+    return "; ".join(shown) + more
+
+
+def _flat(value: object, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list | tuple) and any(isinstance(v, dict) for v in value):
+        out = {}
+        for index, item in enumerate(value):
+            out.update(_flat(item, f"{prefix}.{index}"))
+        return out
+    return {prefix: str(value)}

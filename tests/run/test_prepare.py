@@ -48,9 +48,12 @@ def test_other_config_refused_store_untouched(models_dir: Path, tmp_path: Path) 
     before = _snapshot(tmp_path / "s.zarr")
     data = tiny_config_dict(models_dir, tmp_path / "s.zarr")
     data["n"] = 9
+    data["seed"] = 4
     other = context_of(data)
-    with pytest.raises(StoreMismatchError, match=ctx.config_id):
+    with pytest.raises(StoreMismatchError, match=ctx.config_id) as refused:
         prepare_store(other, load_models(other, denoisers=False))
+    # the refusal names the settings that changed, and only those (issue 16)
+    assert str(refused.value).endswith("the settings that differ: n: 8 → 9; seed: 0 → 4")
     with pytest.raises(StoreMismatchError, match=other.config_id):
         sample_shard(other, Shard(0, 0, 4), models=load_models(ctx), sampler=CountingSampler())
     assert _snapshot(tmp_path / "s.zarr") == before
