@@ -98,7 +98,17 @@ class DenoiserConfig(_Frozen):
     path: str
     timestep_rule: TimestepRule = "matched"
     num_steps: int = Field(default=1, ge=1)
-    resolution: int | None = Field(default=None, ge=1)
+    resolution: int | tuple[int, int] | None = None
+    """The UNet's input: one int (square) or [height, width], as DiffusionDenoiser takes it;
+    None: the noisy image's own size."""
+
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution(cls, value: Any) -> Any:
+        sides = value if isinstance(value, list | tuple) else (() if value is None else (value,))
+        if any(isinstance(side, bool) or not isinstance(side, int) or side < 1 for side in sides):
+            raise ValueError(f"must be an int or [height, width], each >= 1, got {value!r}")
+        return value
 
 
 class VariantConfig(_Frozen):

@@ -313,3 +313,20 @@ def test_serialized_configs_are_pinned() -> None:
         "tiny.yaml": "63e39c9652e030444945a90d9427541a03307a09c6da6958346576dc771d8cb4",
         "demo.yaml": "47a8da0186291417fa3d9b29bbcad1e4f5fcdad9c905557a6f92d1a72c8a2761",
     }
+
+
+def test_denoiser_resolution_is_an_int_or_height_width(tmp_path: Path) -> None:
+    """`resolution: 64` keeps its config_id (pinned below); `[H, W]` is the Python (H, W)."""
+    import yaml
+
+    base = yaml.safe_load((Path(__file__).parents[1] / "configs" / "tiny.yaml").read_text())
+
+    def with_resolution(value: object) -> RunConfig:
+        data = {**base, "denoisers": {"ddpm": {"path": "weights/denoiser", "resolution": value}}}
+        return config_from_dict(data)
+
+    assert with_resolution(64).config_id.startswith("fac52d95")  # as before [H, W] was accepted
+    assert with_resolution([32, 64]).denoisers["ddpm"].resolution == (32, 64)
+    for bad in ([0, 5], True, 0, [32, 64, 3]):
+        with pytest.raises(ValueError, match=r"config\.denoisers\.ddpm\.resolution"):
+            with_resolution(bad)
