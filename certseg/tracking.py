@@ -24,10 +24,10 @@ import math
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 from certseg.storage.layout import sigma_key
 
@@ -65,6 +65,8 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
             digest.update(block)
     return digest.hexdigest()
 
+
+_P = ParamSpec("_P")
 
 RUN_KEY_TAG = "certseg.run_key"
 """Tag holding a run's identity: the same key is logged once (see `log_run`)."""
@@ -175,6 +177,26 @@ class RunRecord:
     already_logged: bool = False
 
 
+def _as_tracking_error(call: Callable[_P, RunRecord]) -> Callable[_P, RunRecord]:
+    """Any failure of `call` (other than a TrackingError) re-raised as a TrackingError naming its
+    `tracking_uri` keyword, so callers handle one type (a ValueError: never retried)."""
+
+    @functools.wraps(call)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> RunRecord:
+        try:
+            return call(*args, **kwargs)
+        except TrackingError:
+            raise
+        except Exception as error:
+            raise TrackingError(
+                f"logging to the MLflow tracking store {kwargs.get('tracking_uri')!r} failed: "
+                f"{type(error).__name__}: {_first_line(error)}"
+            ) from error
+
+    return wrapper
+
+
+@_as_tracking_error
 def log_run(
     *,
     tracking_uri: str,
@@ -195,45 +217,10 @@ def log_run(
     certseg.report.build_rows); each METRICS key becomes a metric per (σ, variant); a flagged
     health check adds the tag `health_flagged/sigma_<σ>/<variant>` = "true". artifacts: files
     logged at the artifact root; artifact_dirs: artifact path → local folder.
-    key: the run's identity (tag `certseg.run_key`). A FINISHED run with the same key is returned
-    as it is (already_logged=True; no duplicate run); an unfinished one (a killed run) is logged
-    into again and finished. Any failure raises TrackingError.
+    key: the run's identity (tag `certseg.run_key`, set when the run is created). A FINISHED run
+    with the same key is returned as it is (already_logged=True; no duplicate run); an unfinished
+    one (a killed run) is logged into again and finished. Any failure raises TrackingError.
     """
-    try:
-        return _log_run(
-            tracking_uri=tracking_uri,
-            experiment=experiment,
-            run_name=run_name,
-            params=params,
-            tags=tags,
-            rows=rows,
-            artifacts=artifacts,
-            artifact_dirs=artifact_dirs or {},
-            model_files=model_files or {},
-            key=key,
-        )
-    except TrackingError:
-        raise
-    except Exception as error:
-        raise TrackingError(
-            f"logging to the MLflow tracking store {tracking_uri!r} failed: "
-            f"{type(error).__name__}: {_first_line(error)}"
-        ) from error
-
-
-def _log_run(
-    *,
-    tracking_uri: str,
-    experiment: str,
-    run_name: str,
-    params: Mapping[str, str],
-    tags: Mapping[str, str],
-    rows: Sequence[Mapping[str, Any]],
-    artifacts: Sequence[Path],
-    artifact_dirs: Mapping[str, Path],
-    model_files: Mapping[str, Path],
-    key: str | None,
-) -> RunRecord:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
@@ -257,7 +244,7 @@ def _log_run(
         all_tags = dict(tags)
         if key:
             all_tags[RUN_KEY_TAG] = key
-        for label, path in sorted(model_files.items()):
+        for label, path in sorted((model_files or {}).items()):
             all_tags[f"model_sha256/{label}"] = file_sha256(path)
         flagged = []
         metrics = []
@@ -283,7 +270,7 @@ def _log_run(
             client.log_batch(run_id, metrics=metrics[start : start + 500])
         for path in artifacts:
             client.log_artifact(run_id, str(path))
-        for name, folder in artifact_dirs.items():
+        for name, folder in (artifact_dirs or {}).items():
             client.log_artifacts(run_id, str(folder), artifact_path=name)
         status = "FINISHED"
     finally:
