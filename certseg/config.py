@@ -364,14 +364,20 @@ class RunConfig(_Frozen):
 
     def flat_params(self) -> dict[str, str]:
         """`public_dict()` flattened to dotted keys → strings (for MLflow params)."""
-        out: dict[str, str] = {}
-        _flatten(self.public_dict(), "", out)
-        return out
+        return flatten_settings(self.public_dict())
 
 
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace variance."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def flatten_settings(value: Any) -> dict[str, str]:
+    """A JSON-ready nested mapping as dotted keys → strings (lists of mappings indexed), the form
+    of MLflow params and of a refused store's "settings that differ"."""
+    out: dict[str, str] = {}
+    _flatten(value, "", out)
+    return out
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:

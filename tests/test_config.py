@@ -64,6 +64,18 @@ def test_config_is_frozen() -> None:
         config.n = 3  # type: ignore[misc]
 
 
+def _assert_error_names(path: tuple, value: object, expected: str) -> None:
+    """Set the tiny config's field at `path` to `value`: loading fails naming `expected`."""
+    data = _tiny()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ValueError) as info:
+        config_from_dict(data)
+    assert expected in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
@@ -81,14 +93,7 @@ def test_config_is_frozen() -> None:
     ],
 )
 def test_errors_name_the_field(path: tuple, value: object, expected: str) -> None:
-    data = _tiny()
-    target = data
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    with pytest.raises(ValueError) as info:
-        config_from_dict(data)
-    assert expected in str(info.value)
+    _assert_error_names(path, value, expected)
 
 
 def test_unknown_key_and_missing_field_are_named() -> None:
@@ -266,14 +271,7 @@ def test_shared_schema_errors_name_the_config_field(
 ) -> None:
     """The dataset and segmenter sections are the library's specs, validated on load, and their
     errors still name the config field."""
-    data = _tiny()
-    target = data
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    with pytest.raises(ValueError) as info:
-        config_from_dict(data)
-    assert expected in str(info.value)
+    _assert_error_names(path, value, expected)
 
 
 def test_sections_are_the_library_specs_and_segmenters_are_named_by_key() -> None:

@@ -178,29 +178,15 @@ def changed_settings(ctx: RunContext, limit: int = 8) -> str:
     ctx.store_url was written under, as "key: stored → now" ("" when it cannot tell)."""
     import json
 
-    from certseg.config import config_from_dict
+    from certseg.config import config_from_dict, flatten_settings
 
     try:
         stored = SampleStore.open(ctx.store_url, storage_options=ctx.storage_options)
-        then = _flat(config_from_dict(json.loads(stored.attrs["config"])).identity())
+        then = flatten_settings(config_from_dict(json.loads(stored.attrs["config"])).identity())
     except (ValueError, KeyError, TypeError):
         return ""
-    now = _flat(ctx.config.identity())
+    now = flatten_settings(ctx.config.identity())
     keys = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
     shown = [f"{k}: {then.get(k, '(unset)')} → {now.get(k, '(unset)')}" for k in keys[:limit]]
     more = f" (and {len(keys) - limit} more)" if len(keys) > limit else ""
     return "; ".join(shown) + more
-
-
-def _flat(value: object, prefix: str = "") -> dict[str, str]:
-    if isinstance(value, dict):
-        out: dict[str, str] = {}
-        for key, item in value.items():
-            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, list | tuple) and any(isinstance(v, dict) for v in value):
-        out = {}
-        for index, item in enumerate(value):
-            out.update(_flat(item, f"{prefix}.{index}"))
-        return out
-    return {prefix: str(value)}
