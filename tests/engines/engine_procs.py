@@ -249,18 +249,37 @@ class PrefectServer:
     env: dict[str, str] = field(repr=False)  # for clients: PREFECT_API_URL + PREFECT_HOME set
 
 
-def prefect_api(server: PrefectServer, method: str, path: str, body: Any = None) -> Any:
-    """Call the Prefect REST API of ``server`` (JSON in, JSON out)."""
+# What Prefect's own client retries: the server answers 503 when its database is busy (a
+# SQLite write lock held past its timeout on a loaded 2-core CI box) and rolls that request back.
+RETRIED_HTTP_CODES = frozenset({429, 502, 503})
+
+
+def prefect_api(
+    server: PrefectServer, method: str, path: str, body: Any = None, *, attempts: int = 6
+) -> Any:
+    """Call the Prefect REST API of ``server`` (JSON in, JSON out).
+
+    Retries the transient answers in ``RETRIED_HTTP_CODES`` with exponential backoff (0.5 s,
+    1 s, 2 s, ...), as ``prefect.client`` does; any other error, or the last attempt's, is raised.
+    """
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        server.api_url + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10.0) as response:
-        payload = response.read()
-    return json.loads(payload) if payload else None
+    for attempt in range(attempts):
+        request = urllib.request.Request(
+            server.api_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10.0) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as error:
+            if error.code not in RETRIED_HTTP_CODES or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2**attempt)
+            continue
+        return json.loads(payload) if payload else None
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
