@@ -149,6 +149,9 @@ class SamplingConfig(_Frozen):
     device: str = "cpu"
     bf16: Literal["auto"] | bool = "auto"
     threads: int | None = Field(default=None, ge=1)
+    """torch threads per process; None: cores // workers (certseg.run.resources)."""
+    workers: int = Field(default=1, ge=1)
+    """Shards sampled at once in one process (local task runner); capped at `shards`."""
     samples_per_chunk: int = Field(default=100, ge=1)
 
 

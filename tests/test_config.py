@@ -302,14 +302,15 @@ def test_config_ids_of_the_shipped_configs_are_pinned() -> None:
 
 
 def test_serialized_configs_are_pinned() -> None:
-    """The full JSON (the store's persisted config, before redaction) is unchanged too."""
+    """The full JSON (the store's persisted config, before redaction) is unchanged too. A new
+    field changes it (sampling.workers did); an old store's JSON still loads (defaults)."""
     digests = {
         name: hashlib.sha256(load_config(REPO / "configs" / name).to_json().encode()).hexdigest()
         for name in ("tiny.yaml", "demo.yaml")
     }
     assert digests == {
-        "tiny.yaml": "63e39c9652e030444945a90d9427541a03307a09c6da6958346576dc771d8cb4",
-        "demo.yaml": "47a8da0186291417fa3d9b29bbcad1e4f5fcdad9c905557a6f92d1a72c8a2761",
+        "tiny.yaml": "907ac2bbbf0de83e098bfbf5257fd94c9637e962c49d89922d65483cef4b803e",
+        "demo.yaml": "c456dd184dd719e56bf65219ae0e9c4bf1d244cb60973ceaca162e7a026a79ea",
     }
 
 
