@@ -12,8 +12,10 @@ models on the configured device, at the first σ):
   dtype, raw and compressed with the store's codec (the ratio measured on the calibration maps:
   an estimate, exact only for images like the first);
 - peak memory per worker: the process's peak RSS (CPU) or CUDA's peak allocation after a batch of
-  1 and a batch of 2, extrapolated linearly to sampling.batch_size (an estimate);
-- wall time: seconds per noisy sample per group × the samples, divided by the concurrent shards
+  1 and the calibration batch (or 2), extrapolated linearly to sampling.batch_size (an estimate);
+- wall time: seconds per noisy sample per group, timed on a second batch of the calibration size
+  (sampling.batch_size, capped at CALIBRATION_PIXELS; the first builds the kernels for that
+  shape), × the samples, divided by the concurrent shards
   (sampling.workers, capped at the shards): the forward passes dominate, Prefect/Dask/MLflow
   start-up (tens of seconds) is not included.
 
@@ -35,8 +37,15 @@ from certseg.run.models import Models, load_models
 from certseg.run.sample import default_sampler, draw_block, open_run_dataset
 from certseg.storage.layout import class_map_dtype
 
-CALIBRATION_SAMPLES = 2
-"""Timed samples per denoiser group (after one warm-up sample)."""
+CALIBRATION_PIXELS = 2**21
+"""Pixels (batch × H × W) of a timed calibration batch: a full batch of small images, one
+Cityscapes frame."""
+
+
+def calibration_batch(batch_size: int, pixels: int) -> int:
+    """Samples per timed calibration batch: sampling.batch_size, capped at CALIBRATION_PIXELS
+    worth of frames (at least 1)."""
+    return max(1, min(batch_size, CALIBRATION_PIXELS // max(1, pixels)))
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class RunPlan:
     device: str
     workers: int
     batch_size: int
+    calibration_batch: int
 
 
 def count_forward_passes(ctx: RunContext, images: int) -> tuple[int, dict[str, int]]:
@@ -132,14 +142,21 @@ def plan_run(ctx: RunContext, *, models: Models | None = None) -> RunPlan:
                 count=count,
             )
 
+        batch = calibration_batch(config.sampling.batch_size, int(height) * int(width))
         draw(1, 0)  # warm-up, and the batch-of-1 peak
         one = _peak_memory(models.device)
+        if batch == 1 and config.sampling.batch_size > 1:
+            draw(2, 1)  # a second point for the memory line
+            slope = max(0, _peak_memory(models.device) - one)
+        draw(batch, 0)  # warm-up at the timed shape (oneDNN builds kernels per shape)
         began = time.perf_counter()
-        drawn = draw(CALIBRATION_SAMPLES, 1)
-        seconds[group] = (time.perf_counter() - began) / CALIBRATION_SAMPLES
-        two = _peak_memory(models.device)
-        per_sample = max(0, two - one)
-        memory.append(one + (config.sampling.batch_size - 1) * per_sample)
+        drawn = draw(batch, batch)
+        seconds[group] = (time.perf_counter() - began) / batch
+        if batch > 1:
+            slope = max(0, _peak_memory(models.device) - one) // (batch - 1)
+        elif config.sampling.batch_size == 1:
+            slope = 0
+        memory.append(one + (config.sampling.batch_size - 1) * slope)
         codec = numcodecs.Zstd(level=3)  # the store's codec: zarr 3's default ZstdCodec
         for block in drawn.values():
             compressed.append(len(codec.encode(np.ascontiguousarray(block))) / len(block))
@@ -162,6 +179,7 @@ def plan_run(ctx: RunContext, *, models: Models | None = None) -> RunPlan:
         device=models.device,
         workers=ctx.parallelism.workers,
         batch_size=config.sampling.batch_size,
+        calibration_batch=calibration_batch(config.sampling.batch_size, int(height) * int(width)),
     )
 
 

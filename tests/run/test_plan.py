@@ -59,3 +59,25 @@ def test_plan_calibrates_and_writes_nothing(models_dir: Path, tmp_path: Path) ->
     )
     assert plan.peak_memory_bytes > 10 * 2**20 and plan.memory_kind == "RSS"
     assert (plan.device, plan.workers) == ("cpu", 1)
+
+
+def test_cli_plan_prints_the_plan_and_names_a_bad_config(models_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from certseg.cli import app
+    from tests.pipeline_fixtures import tiny_config_dict, write_config
+
+    store = tmp_path / "store.zarr"
+    config = write_config(tmp_path / "run.yaml", tiny_config_dict(models_dir, store))
+    result = CliRunner().invoke(app, ["plan", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "noisy samples: 176; stored class maps: 264" in result.output
+    assert f"segmenter clean: {4 * 46 + 4}" in result.output
+    assert "ms per noisy sample on cpu" in result.output
+    assert not store.exists()  # nothing written
+    data = tiny_config_dict(models_dir, store)
+    data["n"] = 0
+    bad = write_config(tmp_path / "bad.yaml", data)
+    result = CliRunner().invoke(app, ["plan", str(bad)])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "bad.yaml" in result.output and "n" in result.output
