@@ -67,7 +67,7 @@ def test_rows_files_and_plots(tmp_path: Path) -> None:
         (0.5, "v2"),
     ]
     row = rows[3]
-    metrics = ConfusionAccumulator.from_dict(result.get(0.5, "v2").certified).metrics()
+    metrics = result.get(0.5, "v2").certified.metrics()
     assert row["certified_accuracy"] == metrics.accuracy
     assert row["abstain_rate"] == metrics.abstain_rate
     assert row["health_accuracy"] == 0.2 and row["health_flagged"]

@@ -73,7 +73,7 @@ def test_aggregation_on_dask_scheduler_matches_local(
 
     # Not a degenerate comparison: at each σ some pixels are certified and some abstain.
     for sigma in SIGMAS:
-        metrics = ConfusionAccumulator.from_dict(local.get(sigma, "plain").certified).metrics()
+        metrics = local.get(sigma, "plain").certified.metrics()
         assert 0.0 < metrics.abstain_rate < 1.0 and metrics.accuracy > 0.0
     store = SampleStore.open(url, storage_options=options, read_only=True)
     assert all(store.counts_n(s, "plain", i) == params.n for s in SIGMAS for i in range(num_images))

@@ -141,7 +141,7 @@ def test_images_of_different_sizes_end_to_end(models_dir: Path, tmp_path: Path) 
     result = aggregate_store(str(tmp_path / "s.zarr"), CertifyParams(n=8, alpha=0.1, tau=0.6))
     from certseg.stats import ConfusionAccumulator
 
-    metrics = ConfusionAccumulator.from_dict(result.get(0.25, "clean").certified).metrics()
+    metrics = result.get(0.25, "clean").certified.metrics()
     assert metrics.num_valid == 20 * 24 + 24 * 20 + 16 * 16 - 3
 
 
