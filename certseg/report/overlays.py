@@ -109,7 +109,7 @@ def plot_overlays(figure: OverlayFigure, path: Path) -> Path:
         Patch(facecolor=_fraction(rgb), edgecolor="black", linewidth=0.3, label=name)
         for rgb, name in swatches
     ]
-    ncol = min(len(handles), max(2, width))
+    ncol = min(len(handles), 2 * width)
     legend_rows = -(-len(handles) // ncol)
     legend_inches = 0.22 * legend_rows + 0.15
     fig, axes = plt.subplots(

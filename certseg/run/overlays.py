@@ -26,13 +26,22 @@ if TYPE_CHECKING:
 def gather_overlays(
     ctx: RunContext, result: AggregateResult, store: SampleStore
 ) -> OverlayFigure | None:
-    """The overlay figure of the images whose maps `result` kept (None when it kept none)."""
+    """The overlay figure of the images whose maps `result` kept (None when it kept none), with
+    the photos and classes of the run's dataset when it can be opened here."""
     if not result.maps:
         return None
+    return overlay_figure(result, store, _dataset_or_none(ctx))
+
+
+def overlay_figure(
+    result: AggregateResult, store: SampleStore, dataset: SegmentationDataset | None
+) -> OverlayFigure:
+    """The overlay figure of `result`'s kept maps: one row per image (store order), one column
+    per (σ, variant) (aggregation's order); targets from the store; photos and classes from
+    `dataset` (None: no photos, the store's class names in the default palette)."""
     columns = tuple(dict.fromkeys((m.sigma, m.variant) for m in result.maps))
     images = sorted({m.image for m in result.maps})
     maps = {(m.image, m.sigma, m.variant): m.labels for m in result.maps}
-    dataset = _dataset_or_none(ctx)
     classes = _classes(dataset, store)
     positions = _positions(dataset)
     rows = []
