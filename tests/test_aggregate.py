@@ -22,7 +22,6 @@ from certseg.config import CertifyParams as ConfigCertifyParams
 from certseg.config import config_from_dict
 from certseg.stats import (
     ABSTAIN,
-    ConfusionAccumulator,
     certify_pixels,
     count_agreement,
     count_votes,
@@ -204,7 +203,9 @@ def test_count_image_equals_counting_every_class(store: SampleStore) -> None:
             for image in range(store.num_images):
                 for n in (20, 7, 1):
                     _assert_counts_equal_landed(store, sigma, variant, image, n)
-                undecided += int((count_stored_image(store, sigma, variant, image, 20).k <= 10).sum())
+                undecided += int(
+                    (count_stored_image(store, sigma, variant, image, 20).k <= 10).sum()
+                )
     assert undecided > 0  # the per-class fallback ran
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from certseg.aggregate import CertifyParams, aggregate_store, dask_client
-from certseg.stats import ConfusionAccumulator
 from certseg.storage import SampleStore
 from tests.engines.engine_jobs import toy_targets, toy_template, write_image
 

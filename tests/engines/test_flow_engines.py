@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 import pytest
 
 from certseg.aggregate import CertifyParams, aggregate_store
-from certseg.stats import ConfusionAccumulator
 from certseg.storage import SampleStore
 from tests.engines.engine_jobs import executed_count, task_prefixes
 from tests.engines.engine_procs import (
