@@ -1,10 +1,11 @@
-"""Certify one image: its counts (from the store, stored or recounted, or from streamed class maps),
-then the SegCertify certificate.
+"""Certify one image: its counts (from the store or from streamed class maps), then the certificate.
 
-The one path from votes to a certificate. Aggregation certifies every stored image through
-`certify_stored_image` (and hands the overlays the maps it made); `SmoothedSegmenter` certifies an
-image in memory through `certify_class_maps`. Both count with `certseg.stats.count_image_votes`
-and certify with `certify_counts`, so the same maps give the same certificate, bit for bit.
+Counts come from the store (persisted, else recounted from the stored samples) or from class maps
+streamed in blocks; the certificate is SegCertify's (`certify_pixels`). The one path from votes to
+a certificate. Aggregation certifies every stored image through `certify_stored_image` (and hands
+the overlays the maps it made); `SmoothedSegmenter` certifies an image in memory through
+`certify_class_maps`. Both count with `certseg.stats.count_image_votes` and certify with
+`certify_counts`, so the same maps give the same certificate, bit for bit.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Write every figure of a run into one folder: the charts of the rows, and the overlays when
-handed their data."""
+"""Write every figure of a run into one folder: the rows' charts, and the overlays when handed."""
 
 from __future__ import annotations
 

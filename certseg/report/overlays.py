@@ -1,9 +1,9 @@
-"""The overlay figure: per image, the photo, the truth and each variant's certified map, in the
-dataset's colours, with a legend of class names.
+"""The overlay figure: per image the photo, the truth and each variant's certified map.
 
-The figure draws what it is handed (`OverlayFigure`: certified maps aggregation made, targets,
-photos, the dataset's classes); it computes nothing. Pixels where the certificate abstains and
-pixels the evaluation ignores get two reserved colours that no class of the dataset uses.
+Drawn in the dataset's colours, with a legend of class names. The figure draws what it is handed
+(`OverlayFigure`: certified maps aggregation made, targets, photos, the dataset's classes); it
+computes nothing. Pixels where the certificate abstains and pixels the evaluation ignores get two
+reserved colours that no class of the dataset uses.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Gather the overlay figure's data: the certified maps aggregation kept, the store's targets, the
-dataset's photos and classes.
+"""Gather the overlay figure's data: aggregation's kept maps, targets, photos and classes.
 
-Nothing is certified here: the maps are those `aggregate_store` made (`AggregateResult.maps`).
-The dataset is opened once and only the shown images are decoded. When it cannot be read (e.g.
-recertify on a machine without the data), the figure still shows truth and certificates, with
-the store's class names in the default palette and no photo.
+The certified maps come from aggregation, the targets from the store, the photos and classes (names
+and colours) from the run's dataset. Nothing is certified here: the maps are those
+`aggregate_store` made (`AggregateResult.maps`). The dataset is opened once and only the shown
+images are decoded. When it cannot be read (e.g. recertify on a machine without the data), the
+figure still shows truth and certificates, with the store's class names in the default palette and
+no photo.
 """
 
 from __future__ import annotations
