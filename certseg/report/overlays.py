@@ -88,6 +88,11 @@ def photo_rgb(photo: np.ndarray) -> np.ndarray:
     return np.round(scaled).astype(np.uint8).transpose(1, 2, 0)
 
 
+def _short(image_id: str, limit: int = 24) -> str:
+    """The id, or its last characters after "…" (ids often differ only at the end)."""
+    return image_id if len(image_id) <= limit else "…" + image_id[-(limit - 1) :]
+
+
 def _fraction(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
     """0-255 RGB → matplotlib's [0, 1] RGB."""
     return (rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
@@ -115,7 +120,7 @@ def plot_overlays(figure: OverlayFigure, path: Path) -> Path:
     fig, axes = plt.subplots(
         height,
         width,
-        figsize=(1.6 * width, 1.8 * height + legend_inches),
+        figsize=(1.6 * width, 2.0 * height + legend_inches),
         squeeze=False,
     )
     for r, row in enumerate(figure.rows):
@@ -135,9 +140,12 @@ def plot_overlays(figure: OverlayFigure, path: Path) -> Path:
                 ax.text(0.5, 0.5, "photo\nnot available", ha="center", va="center", fontsize=6)
             else:
                 ax.imshow(panel, interpolation="nearest")
-            title = f"{row.image_id[:18]}\n{header}" if c == 0 else header
+            title = f"{_short(row.image_id)}\n{header}" if c == 0 else header
             ax.set_title(title, fontsize=6)
-            ax.axis("off")
+            ax.set_xticks([])  # no ticks, but the frame stays: an all-abstain map is a
+            ax.set_yticks([])  # framed white panel, not a gap
+            for spine in ax.spines.values():
+                spine.set_linewidth(0.4)
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=6, frameon=False)
     fig.tight_layout(rect=(0.0, legend_inches / fig.get_figheight(), 1.0, 1.0))
     fig.savefig(path, dpi=100)
