@@ -240,6 +240,7 @@ def test_overlays_draw_the_maps_aggregation_made_in_the_datasets_colours(
     by_hand = {(i, s, v): certified_by_hand(store, s, v, i) for i in (0, 2) for s, v in columns}
     for kept in result.maps:
         np.testing.assert_array_equal(kept.labels, by_hand[(kept.image, kept.sigma, kept.variant)])
+        assert kept.labels.dtype == np.int8  # 5 classes: one byte a pixel travels to the report
     dataset = PhotoDataset(store) if with_dataset else None
 
     def refuse(*args: Any, **kwargs: Any) -> Any:

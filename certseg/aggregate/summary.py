@@ -77,8 +77,9 @@ class ImageSummary:
 class CertifiedMap:
     """One image's certified labels at one (σ, variant), kept by aggregation for the overlays.
 
-    image: the store's image index. labels: (H, W) int16 (int32 beyond 32,767 classes) class
-    indices, ABSTAIN (-1) where the certificate abstains.
+    image: the store's image index. labels: (H, W) class indices in the smallest signed integer
+    type that holds them (int8 up to 128 classes: 2 MiB for a 1024 × 2048 map), ABSTAIN (-1)
+    where the certificate abstains.
     """
 
     sigma: float
@@ -91,7 +92,7 @@ def certified_map(certificate: ImageCertificate, variant: str, image: int) -> Ce
     """The certificate's labels in the smallest signed type that holds them."""
     labels = certificate.labels
     high = int(labels.max()) if labels.size else 0
-    dtype = np.int16 if high <= np.iinfo(np.int16).max else np.int32
+    dtype = next(t for t in (np.int8, np.int16, np.int32) if high <= np.iinfo(t).max)
     return CertifiedMap(certificate.sigma, variant, image, labels.astype(dtype))
 
 
