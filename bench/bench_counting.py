@@ -6,8 +6,8 @@ interleaved (old, plain, new, ..., repeated; medians), on the same synthetic cla
   estimation map, ``labels_from_votes``, k by ``take_along_axis`` — rebuilt here from the public
   functions, as the reference;
 - plain: ``k += (block == labels).sum(0)`` over the estimation blocks (the target's yardstick);
-- new: ``certseg.aggregate.count_image`` (``select_labels`` + ``count_estimation``), with the
-  estimation maps in one block of 100 and in blocks of 10, and at C = 150 (C independence);
+- new: ``certseg.certificates.count_stored_image`` (``select_labels`` + ``count_estimation``),
+  with the estimation maps in one block of 100 and in blocks of 10, and at C = 150 (C independence);
 - ``certify_pixels`` against one ``np.bincount`` over the counts, and against the landed
   certify_pixels body (rebuilt here from the public pieces: the p-value map and the masked write);
 - peak memory of one call of each counting path (tracemalloc, which traces numpy's allocations).
@@ -36,9 +36,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from certseg.aggregate import ImageCounts, count_image
+from certseg.certificates import count_stored_image as count_image
 from certseg.stats import (
     ABSTAIN,
+    ImageCounts,
     certify_pixels,
     count_votes,
     labels_from_votes,

@@ -21,8 +21,8 @@ where supported). Per sample, in the order the pipeline runs them:
   store write      a local zarr array laid out like the store's sample arrays (chunks
                    (1, S, H, W)), minus the codec: the write without compress
   store read       reading the chunk back (decompress included), as counting does
-  vote counting    certseg.aggregate.count_image (select_labels + count_estimation) over n0 + n
-                   synthetic maps (bench/bench_counting.py's generator), per stored map
+  vote counting    certseg.certificates.count_stored_image (select_labels + count_estimation)
+                   over n0 + n synthetic maps (bench/bench_counting.py's generator), per stored map
 
 The same stages are then run with the model forwards replaced by zero-cost stand-ins (a UNet that
 returns zeros and a network that returns cached 19-class logits, both in the autocast dtype), and
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from bench.bench_counting import MemorySamples, synthetic_maps
-    from certseg.aggregate import count_image
+    from certseg.certificates import count_stored_image as count_image
     from certseg.noise import noise_stream
     from certseg.sampling import bf16_supported, sample_class_maps
 

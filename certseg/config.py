@@ -186,6 +186,13 @@ class DaskConfig(_Frozen):
     processes: bool = True
 
 
+class ReportConfig(_Frozen):
+    """The results folder's figures: overlay_images, how many images (the store's first) the
+    overlay figure shows."""
+
+    overlay_images: int = Field(default=4, ge=0)
+
+
 class RunConfig(_Frozen):
     """The whole run. σ in [0, 1] image units; α one-sided family-wise level per image."""
 
@@ -206,6 +213,7 @@ class RunConfig(_Frozen):
     store: StoreConfig = Field(default_factory=StoreConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     shards: int = Field(default=1, ge=1)
     base_dir: str | None = None
     """Directory that relative model and dataset paths resolve against (default: the CWD)."""

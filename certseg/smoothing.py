@@ -4,7 +4,8 @@
 unit checks and small experiments. The batch pipeline (certseg.run / flows) computes the same
 numbers through the Zarr store and Dask: both draw sample j of phase p of image `image_key` from
 `certseg.noise.sample_noise(seed, image_key, p, j)`, so for the same seed, image key, n0 and n
-they see the same noise and return the same certificate.
+they see the same noise and return the same certificate: both count and certify through
+`certseg.certificates` (`certify_class_maps` here, `certify_stored_image` in aggregation).
 """
 
 from __future__ import annotations
@@ -14,13 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from certseg.stats import (
-    CertificationResult,
-    certify_pixels,
-    count_agreement,
-    count_votes,
-    labels_from_votes,
-)
+from certseg.certificates import certify_class_maps
+from certseg.config import CertifyParams
+from certseg.stats import CertificationResult
 from certseg.stats.correction import Correction
 
 if TYPE_CHECKING:
@@ -36,7 +33,8 @@ class SmoothedSegmenter:
     alone when `denoiser` is None: the SegCertify baseline).
 
     sigma: noise std in [0, 1] image units. seed: base seed of the keyed noise. Samples are drawn
-    in blocks of `block` and counted as they come, so memory is O(C · H · W) whatever n is.
+    in blocks of `block` and counted as they come, so memory is O(C · H · W) whatever n is (plus
+    the n0 selection maps, joined: n0 · H · W bytes).
     A model returning NaN or inf fails the call with NonFiniteOutputError (nothing certified).
     """
 
@@ -96,25 +94,20 @@ class SmoothedSegmenter:
         """
         if n0 < 1 or n < 1:
             raise ValueError(f"n0 and n must be >= 1, got n0={n0}, n={n}")
-        num_classes = self.segmenter.num_classes
-        votes: np.ndarray | None = None
-        for start, stop in self._blocks(n0):
-            counts = count_votes(
-                self._class_maps(image, image_key, "selection", start, stop - start), num_classes
-            )
-            votes = counts if votes is None else votes + counts
-        assert votes is not None
-        labels = labels_from_votes(votes)
-        agreement = np.zeros(labels.shape, dtype=np.int64)
-        for start, stop in self._blocks(n):
-            maps = self._class_maps(image, image_key, "estimation", start, stop - start)
-            agreement += count_agreement(maps, labels)
-        return certify_pixels(
-            labels,
-            agreement,
-            n,
-            alpha=alpha,
-            tau=tau,
-            sigma=self.sigma,
-            correction=correction,
+        params = CertifyParams(n=n, alpha=alpha, tau=tau, correction=correction)
+        selection = (
+            self._class_maps(image, image_key, "selection", start, stop - start)
+            for start, stop in self._blocks(n0)
         )
+        estimation = (
+            self._class_maps(image, image_key, "estimation", start, stop - start)
+            for start, stop in self._blocks(n)
+        )
+        certificate = certify_class_maps(
+            selection,
+            estimation,
+            sigma=self.sigma,
+            params=params,
+            num_classes=self.segmenter.num_classes,
+        )
+        return certificate.result

@@ -713,13 +713,13 @@ def snapshot(dirs: RunDirs, config: Path) -> Snapshot:
     """Read back everything a run left in its folder (the store opened read-only).
 
     Certified maps are re-derived from the store with the config's α, τ and correction
-    (certseg.report.certified_labels: the persisted counts when present).
+    (certseg.certificates.certify_stored_image: the persisted counts when present).
     """
     import numpy as np
     import zarr
 
+    from certseg.certificates import certify_stored_image
     from certseg.config import load_config
-    from certseg.report import certified_labels
     from certseg.storage import SampleStore
 
     cfg = load_config(config)
@@ -731,15 +731,9 @@ def snapshot(dirs: RunDirs, config: Path) -> Snapshot:
     for sigma in store.sigmas:
         for variant in store.variants:
             for image in range(store.num_images):
-                labels = certified_labels(
-                    store,
-                    sigma,
-                    variant,
-                    image,
-                    alpha=cfg.alpha,
-                    tau=cfg.tau,
-                    correction=cfg.correction,
-                )
+                labels = certify_stored_image(
+                    store, sigma, variant, image, cfg.certify_params(), persist_counts=False
+                ).labels
                 certified[f"{sigma!r}/{variant}/{image}"] = np.asarray(labels).tobytes()
     with (dirs.out / "results.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -191,7 +191,8 @@ def sample_shard_task(ctx: RunContext, shard: Shard) -> ShardReport:
     retry_condition_fn=_transient,
 )
 def aggregate_task(ctx: RunContext) -> AggregateResult:
-    """Counts → certificates → merged metrics on a Dask cluster (address, else a LocalCluster)."""
+    """Counts → certificates → merged metrics on a Dask cluster (address, else a LocalCluster);
+    the certified maps of the config's first report.overlay_images images are kept."""
     with dask_client(
         ctx.dask.address,
         n_workers=ctx.dask.n_workers,
@@ -199,7 +200,11 @@ def aggregate_task(ctx: RunContext) -> AggregateResult:
         processes=ctx.dask.processes,
     ) as client:
         return aggregate_store(
-            ctx.store_url, ctx.params, storage_options=ctx.storage_options, client=client
+            ctx.store_url,
+            ctx.params,
+            storage_options=ctx.storage_options,
+            client=client,
+            keep_maps=range(ctx.config.report.overlay_images),
         )
 
 

@@ -14,15 +14,14 @@ from pydantic import ValidationError
 from certseg.aggregate import (
     CertifyParams,
     aggregate_store,
-    count_image,
     dask_client,
     radius_edges,
 )
+from certseg.certificates import count_stored_image
 from certseg.config import CertifyParams as ConfigCertifyParams
 from certseg.config import config_from_dict
 from certseg.stats import (
     ABSTAIN,
-    ConfusionAccumulator,
     certify_pixels,
     count_agreement,
     count_votes,
@@ -108,11 +107,11 @@ def test_aggregate_matches_direct_loop(store: SampleStore, correction: str) -> N
     some_certified = False
     for key, want in expected.items():
         summary = result.get(*key)
-        certified = ConfusionAccumulator.from_dict(summary.certified).metrics()
+        certified = summary.certified.metrics()
         assert certified.accuracy == pytest.approx(want["accuracy"], abs=1e-12)
         assert certified.abstain_rate == pytest.approx(want["abstain"], abs=1e-12)
         assert certified.miou == pytest.approx(want["miou"], abs=1e-12)
-        smoothed = ConfusionAccumulator.from_dict(summary.smoothed).metrics()
+        smoothed = summary.smoothed.metrics()
         assert smoothed.accuracy == pytest.approx(want["smoothed"], abs=1e-12)
         hist = np.asarray(summary.radius_hist)
         edges = radius_edges(key[0])
@@ -131,7 +130,7 @@ def test_clean_accuracy_is_the_clean_prediction(store: SampleStore) -> None:
         mask = target != 255
         correct += int((store.read_clean("s", image)[mask] == target[mask]).sum())
         valid += int(mask.sum())
-    clean = ConfusionAccumulator.from_dict(result.get(0.5, "v2").clean).metrics()
+    clean = result.get(0.5, "v2").clean.metrics()
     assert clean.accuracy == pytest.approx(correct / valid)
 
 
@@ -141,7 +140,7 @@ def test_counts_persisted_and_recertify_equals_fresh(store: SampleStore, tmp_pat
     assert sum(s.recounted for s in first.summaries.values()) == 12
     assert store.counts_n(0.25, "v1", 2) == 20
     stored = store.read_counts(0.25, "v1", 2)
-    direct = count_image(store, 0.25, "v1", 2, 20)
+    direct = count_stored_image(store, 0.25, "v1", 2, 20)
     assert np.array_equal(stored["k"], direct.k)
     new = CertifyParams(n=20, alpha=0.01, tau=0.75, correction="bonferroni")
     recertified = aggregate_store(store.url, new)
@@ -159,7 +158,7 @@ def test_counts_persisted_and_recertify_equals_fresh(store: SampleStore, tmp_pat
     assert store.counts_n(0.25, "v1", 2) == 20
     expected = _direct(store, small)
     for key, want in expected.items():
-        got = ConfusionAccumulator.from_dict(smaller.get(*key).certified).metrics()
+        got = smaller.get(*key).certified.metrics()
         assert got.accuracy == pytest.approx(want["accuracy"], abs=1e-12)
     with pytest.raises(ValueError, match="exceeds"):
         aggregate_store(store.url, CertifyParams(n=21, alpha=0.05, tau=0.6))
@@ -187,7 +186,7 @@ def _landed_count_image(
 def _assert_counts_equal_landed(
     store: SampleStore, sigma: float, variant: str, image: int, n: int
 ) -> None:
-    got = count_image(store, sigma, variant, image, n)
+    got = count_stored_image(store, sigma, variant, image, n)
     labels, k, smoothed = _landed_count_image(store, sigma, variant, image, n)
     for array, want in ((got.labels_selected, labels), (got.k, k), (got.labels_smoothed, smoothed)):
         np.testing.assert_array_equal(array, want)
@@ -204,13 +203,15 @@ def test_count_image_equals_counting_every_class(store: SampleStore) -> None:
             for image in range(store.num_images):
                 for n in (20, 7, 1):
                     _assert_counts_equal_landed(store, sigma, variant, image, n)
-                undecided += int((count_image(store, sigma, variant, image, 20).k <= 10).sum())
+                undecided += int(
+                    (count_stored_image(store, sigma, variant, image, 20).k <= 10).sum()
+                )
     assert undecided > 0  # the per-class fallback ran
 
 
 @dataclass
 class _Samples:
-    """count_image's view of a store over in-memory maps (blocks of `size` samples)."""
+    """count_stored_image's view of a store over in-memory maps (blocks of `size` samples)."""
 
     selection: np.ndarray
     estimation: np.ndarray

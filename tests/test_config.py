@@ -302,15 +302,16 @@ def test_config_ids_of_the_shipped_configs_are_pinned() -> None:
 
 
 def test_serialized_configs_are_pinned() -> None:
-    """The full JSON (the store's persisted config, before redaction) is unchanged too. A new
-    field changes it (sampling.workers did); an old store's JSON still loads (defaults)."""
+    """The full JSON (the store's persisted config, before redaction) is pinned too. It changes
+    only on purpose, when a field outside config_id is added (sampling.workers, the `report`
+    section for the overlays); an older store's JSON still loads (the new fields' defaults)."""
     digests = {
         name: hashlib.sha256(load_config(REPO / "configs" / name).to_json().encode()).hexdigest()
         for name in ("tiny.yaml", "demo.yaml")
     }
     assert digests == {
-        "tiny.yaml": "907ac2bbbf0de83e098bfbf5257fd94c9637e962c49d89922d65483cef4b803e",
-        "demo.yaml": "c456dd184dd719e56bf65219ae0e9c4bf1d244cb60973ceaca162e7a026a79ea",
+        "tiny.yaml": "b9936e79d30611548cc9ea1b758140ae2fb4b333e3e0687589fd9ae76b365b1e",
+        "demo.yaml": "9db5cccb260c18bf51e59eef9f21436ecd3cbeadedf014903e069d45b47b706a",
     }
 
 
@@ -329,3 +330,14 @@ def test_denoiser_resolution_is_an_int_or_height_width(tmp_path: Path) -> None:
     for bad in ([0, 5], True, 0, [32, 64, 3]):
         with pytest.raises(ValueError, match=r"config\.denoisers\.ddpm\.resolution"):
             with_resolution(bad)
+
+
+def test_report_overlay_images_is_validated_and_outside_config_id() -> None:
+    """report.overlay_images: default 4, >= 0 (the error names the field), not in config_id."""
+    data = _tiny()
+    assert config_from_dict(data).report.overlay_images == 4
+    data["report"] = {"overlay_images": 0}
+    assert config_from_dict(data).config_id == load_config(TINY).config_id
+    data["report"] = {"overlay_images": -1}
+    with pytest.raises(ValueError, match=r"config\.report\.overlay_images"):
+        config_from_dict(data)

@@ -9,18 +9,24 @@ from typing import Any
 import numpy as np
 import pytest
 
+import certseg.certificates
 from certseg.aggregate import CertifyParams, aggregate_store
 from certseg.config import RunConfig, config_from_dict
+from certseg.data.base import ClassInfo, Example
 from certseg.outcomes import HealthResult
 from certseg.report import (
     build_rows,
     markdown_table,
+    plot_overlays,
     radius_for,
     read_results,
     write_plots,
     write_results,
 )
-from certseg.stats import ABSTAIN, ConfusionAccumulator, certify_pixels
+from certseg.report.overlays import overlay_colours
+from certseg.run.overlays import overlay_figure
+from certseg.stats import ABSTAIN, certify_pixels
+from certseg.storage import SampleStore
 from tests.pipeline_fixtures import fill_toy_store
 
 
@@ -67,7 +73,7 @@ def test_rows_files_and_plots(tmp_path: Path) -> None:
         (0.5, "v2"),
     ]
     row = rows[3]
-    metrics = ConfusionAccumulator.from_dict(result.get(0.5, "v2").certified).metrics()
+    metrics = result.get(0.5, "v2").certified.metrics()
     assert row["certified_accuracy"] == metrics.accuracy
     assert row["abstain_rate"] == metrics.abstain_rate
     assert row["health_accuracy"] == 0.2 and row["health_flagged"]
@@ -83,12 +89,13 @@ def test_rows_files_and_plots(tmp_path: Path) -> None:
     assert csv_path.read_text().splitlines()[0].startswith("sigma,variant,label")
     table = markdown_table(rows)
     assert "v2 *" in table and "0.200 !" in table and "n0=4, n=20" in table
-    paths = write_plots(
-        rows, tmp_path / "plots", store=store, alpha=0.05, tau=0.6, correction="holm"
-    )
+    kept = aggregate_store(store.url, CertifyParams(n=20, alpha=0.05, tau=0.6), keep_maps=(0, 1))
+    paths = write_plots(rows, tmp_path / "plots", overlays=overlay_figure(kept, store, None))
     assert [p.name for p in paths] == ["accuracy_vs_radius.png", "class_iou.png", "overlays.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+    bare = write_plots(rows, tmp_path / "bare")  # no overlay data handed: no overlay figure
+    assert [p.name for p in bare] == ["accuracy_vs_radius.png", "class_iou.png"]
 
 
 # --- plots checked by content: the data drawn, and the decoded PNG ------------------------------
@@ -104,9 +111,10 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[Any, ...]]]:
     """Records what the plot functions hand matplotlib: imshow arrays, step series, bar heights
     (each with its Axes), then draws them as usual."""
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-    calls: dict[str, list[tuple[Any, ...]]] = {"imshow": [], "step": [], "bar": []}
-    imshow, step, bar = Axes.imshow, Axes.step, Axes.bar
+    calls: dict[str, list[tuple[Any, ...]]] = {"imshow": [], "step": [], "bar": [], "legend": []}
+    imshow, step, bar, legend = Axes.imshow, Axes.step, Axes.bar, Figure.legend
 
     def spy_imshow(self: Axes, data: Any, *args: Any, **kwargs: Any) -> Any:
         calls["imshow"].append((self, np.array(data)))
@@ -122,6 +130,13 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[Any, ...]]]:
         calls["bar"].append((self, np.array(height, dtype=float), kwargs.get("label"), bars))
         return bars
 
+    def spy_legend(self: Figure, *args: Any, **kwargs: Any) -> Any:
+        handles = kwargs.get("handles", [])
+        labels = [h.get_label() for h in handles]
+        calls["legend"].append((labels, [tuple(h.get_facecolor()[:3]) for h in handles]))
+        return legend(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "legend", spy_legend)
     monkeypatch.setattr(Axes, "imshow", spy_imshow)
     monkeypatch.setattr(Axes, "step", spy_step)
     monkeypatch.setattr(Axes, "bar", spy_bar)
@@ -158,46 +173,150 @@ def aggregated(tmp_path: Path) -> tuple[Any, Any, list[dict[str, Any]]]:
     return store, result, rows
 
 
-def test_overlays_show_the_stored_certificate(
-    tmp_path: Path, drawn: dict[str, list[tuple[Any, ...]]]
+class PhotoDataset:
+    """The toy store's images as a dataset of its own: known photos, ids listed in another order
+    than the store's (matched by id), the store's class names with a palette of its own that
+    takes white and grey, so the abstain and not-evaluated colours must move to the next free
+    candidates."""
+
+    name = "toy"
+    ignore_index = 255
+    classes = (
+        ClassInfo("a", (255, 255, 255)),
+        ClassInfo("b", (10, 200, 30)),
+        ClassInfo("c", (128, 128, 128)),
+        ClassInfo("d", (200, 20, 220)),
+        ClassInfo("e", (30, 60, 90)),
+    )
+
+    def __init__(self, store: Any) -> None:
+        self.ids = ["c", "a", "b"]
+        shapes = dict(zip(store.image_ids, store.image_shapes.tolist(), strict=True))
+        rng = np.random.default_rng(7)
+        self.photos = {i: rng.random((3, *shapes[i])).astype(np.float32) for i in self.ids}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_ids(self) -> list[str]:
+        return list(self.ids)
+
+    def load(self, index: int) -> Example:
+        image_id = self.ids[index]
+        photo = self.photos[image_id]
+        return Example(image_id, photo, np.zeros(photo.shape[1:], dtype=np.int64))
+
+    def manifest(self) -> Any:
+        raise NotImplementedError
+
+
+def certified_by_hand(store: Any, sigma: float, variant: str, image: int) -> np.ndarray:
+    """The certificate of the raw stored samples (plain loop + certify_pixels)."""
+    labels, k = recount(store, sigma, variant, image)
+    return certify_pixels(labels, k, 20, alpha=0.05, tau=0.6, sigma=sigma, correction="holm").labels
+
+
+@pytest.mark.parametrize("with_dataset", [True, False])
+def test_overlays_draw_the_maps_aggregation_made_in_the_datasets_colours(
+    tmp_path: Path,
+    drawn: dict[str, list[tuple[Any, ...]]],
+    monkeypatch: pytest.MonkeyPatch,
+    with_dataset: bool,
 ) -> None:
-    """Per image: the target, then each (σ, variant)'s certificate — white exactly where the
-    certificate of the stored samples abstains, the class colour where it certifies, grey where
-    the target is ignored — in the arrays drawn and in the decoded PNG."""
+    """Per kept image: the photo, the truth, then each (σ, variant)'s certified map, coloured
+    with the dataset's palette (the default one without a dataset), abstain and not-evaluated in
+    reserved colours no class uses — checked in the arrays drawn and in the decoded PNG. The
+    maps are aggregation's (equal to a hand recount's certificate); building and drawing the
+    figure certifies nothing and reads no sample or count; the legend names every class."""
     import matplotlib.image
 
-    store, _, rows = aggregated(tmp_path)
-    paths = write_plots(
-        rows, tmp_path / "plots", store=store, alpha=0.05, tau=0.6, correction="holm"
-    )
-    png = matplotlib.image.imread(paths[2])
-    columns = [(None, None)] + [(s, v) for s in store.sigmas for v in store.variants]
-    assert len(drawn["imshow"]) == 2 * len(columns)  # images 0 and 1
-    white = coloured = 0
-    for (ax, shown), (image, (sigma, variant)) in zip(
-        drawn["imshow"], [(i, col) for i in (0, 1) for col in columns], strict=True
-    ):
+    store = fill_toy_store(str(tmp_path / "s.zarr"))
+    params = CertifyParams(n=20, alpha=0.05, tau=0.6)
+    result = aggregate_store(store.url, params, keep_maps=(0, 2, 7))  # 7: past the images
+    columns = [(s, v) for s in store.sigmas for v in store.variants]
+    assert [(m.image, m.sigma, m.variant) for m in result.maps] == [
+        (i, s, v) for i in (0, 2) for s, v in columns
+    ]
+    by_hand = {(i, s, v): certified_by_hand(store, s, v, i) for i in (0, 2) for s, v in columns}
+    for kept in result.maps:
+        np.testing.assert_array_equal(kept.labels, by_hand[(kept.image, kept.sigma, kept.variant)])
+        assert kept.labels.dtype == np.int8  # 5 classes: one byte a pixel travels to the report
+    dataset = PhotoDataset(store) if with_dataset else None
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the overlays recomputed a certificate")
+
+    for name in ("read_samples", "read_counts"):
+        monkeypatch.setattr(SampleStore, name, refuse)
+    monkeypatch.setattr(certseg.certificates, "certify_pixels", refuse)
+    figure = overlay_figure(result, store, dataset)  # type: ignore[arg-type]
+    path = plot_overlays(figure, tmp_path / "overlays.png")
+
+    if with_dataset:
+        palette = np.array([c.color for c in PhotoDataset.classes], dtype=np.uint8)
+        abstain, ignore = (0, 0, 0), (96, 96, 96)  # white and grey are classes here
+        names = [c.name for c in PhotoDataset.classes]
+    else:
+        palette, abstain, ignore, names = TOY_PALETTE, WHITE, GREY, list("abcde")
+    png = matplotlib.image.imread(path)
+    panels = iter(drawn["imshow"])
+    white_or_abstain = coloured = 0
+    for image in (0, 2):
         target = store.read_target(image)
         ignored = target == 255
-        if sigma is None:
-            expected = TOY_PALETTE[np.where(ignored, 0, target)]
-        else:
-            labels, k = recount(store, sigma, variant, image)
-            stored = store.read_counts(sigma, variant, image)  # persisted by aggregation
-            np.testing.assert_array_equal(stored["labels_selected"], labels)
-            np.testing.assert_array_equal(stored["k"], k)
-            certified = certify_pixels(
-                labels, k, 20, alpha=0.05, tau=0.6, sigma=sigma, correction="holm"
-            ).labels
-            abstain = certified == ABSTAIN
-            expected = TOY_PALETTE[np.where(abstain, 0, certified)]
-            expected[abstain] = WHITE
-            white += int((abstain & ~ignored).sum())
-            coloured += int((~abstain & ~ignored).sum())
-        expected[ignored] = GREY
-        np.testing.assert_array_equal(shown, expected, err_msg=f"{image} {sigma} {variant}")
+        if with_dataset:
+            ax, shown = next(panels)
+            photo = dataset.photos[store.image_ids[image]]  # type: ignore[union-attr]
+            expected = np.round(photo * 255).astype(np.uint8).transpose(1, 2, 0)
+            np.testing.assert_array_equal(shown, expected)
+            np.testing.assert_array_equal(png_cells(png, ax, target.shape), expected)
+        ax, shown = next(panels)
+        expected = palette[np.where(ignored, 0, target)]
+        expected[ignored] = ignore
+        np.testing.assert_array_equal(shown, expected, err_msg=f"truth {image}")
         np.testing.assert_array_equal(png_cells(png, ax, target.shape), expected)
-    assert white > 50 and coloured > 50  # both kinds of pixel are on show
+        for sigma, variant in columns:
+            ax, shown = next(panels)
+            certified = by_hand[(image, sigma, variant)]
+            abstained = certified == ABSTAIN
+            expected = palette[np.where(abstained, 0, certified)]
+            expected[abstained] = abstain
+            expected[ignored] = ignore
+            white_or_abstain += int((abstained & ~ignored).sum())
+            coloured += int((~abstained & ~ignored).sum())
+            where = f"{image} {sigma} {variant}"
+            np.testing.assert_array_equal(shown, expected, err_msg=where)
+            np.testing.assert_array_equal(png_cells(png, ax, target.shape), expected)
+    assert next(panels, None) is None
+    assert white_or_abstain > 50 and coloured > 50  # both kinds of pixel are on show
+    [(labels, colours)] = drawn["legend"]
+    assert labels == [*names, "abstain", "not evaluated"]
+    swatches = [*palette.tolist(), list(abstain), list(ignore)]
+    np.testing.assert_allclose(colours, np.array(swatches) / 255)
+
+
+def test_overlay_colours_skip_the_classes_colours() -> None:
+    taken = [ClassInfo("a", (255, 255, 255)), ClassInfo("b", (0, 0, 0))]
+    colours = overlay_colours([*taken, ClassInfo("c", (128, 128, 128))])
+    assert (colours.abstain, colours.ignore) == ((255, 0, 255), (96, 96, 96))
+    assert overlay_colours(taken[1:]).abstain == (255, 255, 255)
+
+
+def test_plots_need_only_what_they_are_handed(tmp_path: Path) -> None:
+    """The figure holds everything: drawn after the store is gone; no kept map, no figure."""
+    import shutil
+
+    store = fill_toy_store(str(tmp_path / "s.zarr"))
+    params = CertifyParams(n=20, alpha=0.05, tau=0.6)
+    result = aggregate_store(store.url, params, keep_maps=(1,))
+    rows = build_rows(toy_config(store.url), result, class_names=list("abcde"))
+    figure = overlay_figure(result, store, None)
+    assert [r.image_id for r in figure.rows] == ["b"] and figure.rows[0].photo is None
+    shutil.rmtree(tmp_path / "s.zarr")
+    paths = write_plots(rows, tmp_path / "plots", overlays=figure)
+    assert paths[-1].name == "overlays.png" and paths[-1].stat().st_size > 2000
+    none_kept = aggregate_store(fill_toy_store(str(tmp_path / "t.zarr")).url, params)
+    assert none_kept.maps == ()
 
 
 def test_accuracy_vs_radius_draws_the_certified_fraction_per_radius(

@@ -99,7 +99,7 @@ def test_smoothed_segmenter_certifies_exactly_what_the_pipeline_stores(
                 certified_pixels[variant.name] = certified_pixels.get(variant.name, 0) + certified
                 abstained_pixels += int((got.labels == ABSTAIN).sum())
             summary = result.get(sigma, variant.name)
-            assert accumulated.to_dict() == summary.certified, (sigma, variant.name)
+            assert accumulated == summary.certified, (sigma, variant.name)
     # Not trivially equal: each variant (the denoised one included) certifies some pixels, and
     # some pixels abstain.
     assert min(certified_pixels.values()) > 0 and abstained_pixels > 0, certified_pixels

@@ -23,7 +23,7 @@ def test_finalize_logs_params_tags_metrics_artifacts(tmp_path: Path) -> None:
     (weights / "model.safetensors").write_bytes(b"weights")
     config = config.model_copy(update={"base_dir": str(tmp_path)})
     params = CertifyParams(n=20, alpha=0.05, tau=0.6)
-    result = aggregate_store(store.url, params)
+    result = aggregate_store(store.url, params, keep_maps=range(config.report.overlay_images))
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     health = [HealthResult(0.25, "v1", 0.1, 1, 10, 1, 0.5)]
     outcome = finalize_run(

@@ -1,5 +1,8 @@
 """Finalize a run: write the results folder (rows, Parquet/CSV, table, plots), then track it.
 
+The plots are drawn from what aggregation handed over: the rows, and the certified maps it kept
+for the overlays (`certseg.run.overlays`); nothing is certified again here.
+
 Everything is written to the results folder first, with `tracking.json` holding exactly what would
 be logged; then one MLflow run is logged (certseg.tracking). A tracking failure leaves the folder
 complete and is returned, not raised (`certseg log <folder>` logs it later). Nothing written or
@@ -19,6 +22,7 @@ from certseg.outcomes import HealthResult
 from certseg.redact import redact_url
 from certseg.run.context import RunContext
 from certseg.run.lineage import code_version, model_file_sha256s
+from certseg.run.overlays import gather_overlays
 from certseg.run.prepare import PreparedStore
 from certseg.run.sample import ShardReport
 from certseg.storage import SampleStore
@@ -79,15 +83,7 @@ def finalize_run(
     parquet, csv_path = write_results(rows, folder)
     table = folder / "results.md"
     table.write_text(markdown_table(rows) + "\n")
-    write_plots(
-        rows,
-        folder / "plots",
-        store=store,
-        alpha=params.alpha,
-        tau=params.tau,
-        correction=params.correction,
-        n=params.n,
-    )
+    write_plots(rows, folder / "plots", overlays=gather_overlays(ctx, result, store))
     config_copy = folder / "config.yaml"
     config_copy.write_text(yaml.safe_dump(config.public_dict(), sort_keys=False))
     skipped = [list(item) for item in store.attrs.get("skipped_files", [])]

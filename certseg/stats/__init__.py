@@ -21,6 +21,7 @@ from certseg.stats.correction import (
     holm_reject,
     reject_by_count,
 )
+from certseg.stats.image_counts import ImageCounts, count_image_votes
 from certseg.stats.metrics import ConfusionAccumulator, SegmentationMetrics, segmentation_metrics
 from certseg.stats.votes import (
     EstimationCounts,
@@ -38,6 +39,7 @@ __all__ = [
     "ConfusionAccumulator",
     "Correction",
     "EstimationCounts",
+    "ImageCounts",
     "SegmentationMetrics",
     "binomial_pvalues",
     "bonferroni_reject",
@@ -45,6 +47,7 @@ __all__ = [
     "clopper_pearson_lower",
     "count_agreement",
     "count_estimation",
+    "count_image_votes",
     "count_votes",
     "holm_reject",
     "labels_from_votes",

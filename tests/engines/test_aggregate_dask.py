@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from certseg.aggregate import CertifyParams, aggregate_store, dask_client
-from certseg.stats import ConfusionAccumulator
 from certseg.storage import SampleStore
 from tests.engines.engine_jobs import toy_targets, toy_template, write_image
 
@@ -73,7 +72,7 @@ def test_aggregation_on_dask_scheduler_matches_local(
 
     # Not a degenerate comparison: at each σ some pixels are certified and some abstain.
     for sigma in SIGMAS:
-        metrics = ConfusionAccumulator.from_dict(local.get(sigma, "plain").certified).metrics()
+        metrics = local.get(sigma, "plain").certified.metrics()
         assert 0.0 < metrics.abstain_rate < 1.0 and metrics.accuracy > 0.0
     store = SampleStore.open(url, storage_options=options, read_only=True)
     assert all(store.counts_n(s, "plain", i) == params.n for s in SIGMAS for i in range(num_images))

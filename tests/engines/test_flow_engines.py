@@ -28,7 +28,6 @@ from certseg.run.context import certify_context
 from certseg.run.models import load_models
 from certseg.run.prepare import prepare_store
 from certseg.run.sample import Shard, sample_shard
-from certseg.stats import ConfusionAccumulator
 from certseg.storage import SampleStore
 from tests.engines.engine_jobs import executed_count, task_prefixes
 from tests.engines.engine_procs import (
@@ -118,7 +117,7 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
     for row in rows:
         summary = local.get(row["sigma"], row["variant"])
         assert summary.recounted == 0  # counts persisted to S3 by the Dask workers
-        metrics = ConfusionAccumulator.from_dict(summary.certified).metrics()
+        metrics = summary.certified.metrics()
         assert _same(row["certified_accuracy"], metrics.accuracy)
         assert _same(row["abstain_rate"], metrics.abstain_rate)
         assert row["num_images"] == store.num_images

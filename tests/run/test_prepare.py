@@ -139,9 +139,8 @@ def test_images_of_different_sizes_end_to_end(models_dir: Path, tmp_path: Path) 
     assert store.group["targets"].shape == (3, 24, 24)
     assert store.read_samples(0.5, "denoised", "estimation", 1).shape == (8, 24, 20)
     result = aggregate_store(str(tmp_path / "s.zarr"), CertifyParams(n=8, alpha=0.1, tau=0.6))
-    from certseg.stats import ConfusionAccumulator
 
-    metrics = ConfusionAccumulator.from_dict(result.get(0.25, "clean").certified).metrics()
+    metrics = result.get(0.25, "clean").certified.metrics()
     assert metrics.num_valid == 20 * 24 + 24 * 20 + 16 * 16 - 3
 
 
