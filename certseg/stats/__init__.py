@@ -22,6 +22,13 @@ from certseg.stats.correction import (
     reject_by_count,
 )
 from certseg.stats.metrics import ConfusionAccumulator, SegmentationMetrics, segmentation_metrics
+from certseg.stats.sequential import (
+    LookSchedule,
+    SequentialResult,
+    certify_at_look,
+    counts_at_looks,
+    run_sequential,
+)
 from certseg.stats.votes import (
     EstimationCounts,
     count_agreement,
@@ -38,12 +45,16 @@ __all__ = [
     "ConfusionAccumulator",
     "Correction",
     "EstimationCounts",
+    "LookSchedule",
     "SegmentationMetrics",
+    "SequentialResult",
     "binomial_pvalues",
     "bonferroni_reject",
+    "certify_at_look",
     "certify_pixels",
     "clopper_pearson_lower",
     "count_agreement",
+    "counts_at_looks",
     "count_estimation",
     "count_votes",
     "holm_reject",
@@ -53,6 +64,7 @@ __all__ = [
     "pixel_radii",
     "pvalue_table",
     "reject_by_count",
+    "run_sequential",
     "segmentation_metrics",
     "select_labels",
 ]
