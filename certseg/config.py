@@ -41,9 +41,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictInt,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic.dataclasses import dataclass
@@ -53,6 +55,7 @@ from certseg.models.spec import SegmenterSpec
 from certseg.noise import TimestepRule
 from certseg.redact import redact_config_dict
 from certseg.stats.correction import Correction
+from certseg.stats.sequential import LookSchedule
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 
@@ -152,6 +155,28 @@ class SamplingConfig(_Frozen):
     samples_per_chunk: int = Field(default=100, ge=1)
 
 
+class SequentialConfig(_Frozen):
+    """Sequential certification (docs/method.md §5, certseg.stats.sequential): off by default.
+
+    looks: estimation sample counts n_1 < ... < n_L at which an image is certified; the last must
+    equal the run's n. alpha_weights: the split of α over the looks, α_ℓ = α·w_ℓ/Σw (None: equal).
+    fraction_tolerance: stop when the certified fraction moves by less than this between looks
+    (0: only the "cannot improve" rule and the last look stop). Part of config_id only when
+    enabled (the samples a store holds then depend on it); absent or off, config_id is unchanged.
+    """
+
+    enabled: bool = False
+    looks: tuple[SampleCount, ...] = (60, 80, 100)
+    alpha_weights: tuple[float, ...] | None = (1.0, 1.0, 2.0)
+    fraction_tolerance: float = Field(default=0.01, ge=0.0, le=1.0)
+
+    def schedule(self, alpha: float) -> LookSchedule:
+        """The look schedule at family-wise level alpha (ValueError naming the field if invalid)."""
+        if self.alpha_weights is None:
+            return LookSchedule.equal(self.looks, alpha)
+        return LookSchedule.weighted(self.looks, alpha, self.alpha_weights)
+
+
 class HealthConfig(_Frozen):
     """The base-accuracy health check: one noisy draw per image on a held-out split."""
 
@@ -200,6 +225,9 @@ class RunConfig(_Frozen):
     seed: int = Field(default=0, ge=0)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    sequential: SequentialConfig | None = None
+    """Sequential certification; None (absent) is off and is left out of the serialized config,
+    so configs without the block keep their pinned JSON and config_id."""
     store: StoreConfig = Field(default_factory=StoreConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
@@ -280,6 +308,16 @@ class RunConfig(_Frozen):
                 f"health.split: must differ from dataset.split ({self.dataset.split!r}): the "
                 "health check uses held-out images"
             )
+        if self.sequential is not None and self.sequential.enabled:
+            try:
+                schedule = self.sequential.schedule(self.alpha)
+            except ValueError as error:
+                raise ValueError(f"sequential: {error}") from None
+            if schedule.n_max != self.n:
+                raise ValueError(
+                    f"sequential.looks: the last look must equal n = {self.n}, "
+                    f"got {list(schedule.sample_counts)}"
+                )
         return self
 
     # --- derived views -------------------------------------------------------------------
@@ -315,6 +353,19 @@ class RunConfig(_Frozen):
         """n, α, τ and the correction as the certificate's parameters."""
         return CertifyParams(n=self.n, alpha=self.alpha, tau=self.tau, correction=self.correction)
 
+    @model_serializer(mode="wrap")
+    def _omit_absent_sequential(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.sequential is None:
+            data.pop("sequential", None)
+        return data
+
+    def look_schedule(self) -> LookSchedule | None:
+        """The sequential look schedule at this run's α, or None when sequential is off."""
+        if self.sequential is None or not self.sequential.enabled:
+            return None
+        return self.sequential.schedule(self.alpha)
+
     def identity(self) -> dict[str, Any]:
         """The parts that determine the stored samples (the input of config_id), JSON-ready."""
         used = self.used_segmenters()
@@ -341,6 +392,7 @@ class RunConfig(_Frozen):
             "bf16": self.sampling.bf16,
             "samples_per_chunk": self.sampling.samples_per_chunk,
             "health": {"num_images": self.health.num_images, "split": self.health.split},
+            **({"sequential": dumped["sequential"]} if self.look_schedule() else {}),
         }
 
     @property
