@@ -163,12 +163,16 @@ class SequentialConfig(_Frozen):
     fraction_tolerance: stop when the certified fraction moves by less than this between looks
     (0: only the "cannot improve" rule and the last look stop). Part of config_id only when
     enabled (the samples a store holds then depend on it); absent or off, config_id is unchanged.
+    Defaults (measured, docs/sequential.md): for the demo's n = 100, looks (60, 100) with α split
+    1:3 and no fraction rule lose 0.05 points of certified accuracy on average and save ~1%
+    of passes; for n = 400, looks (100, 200, 300, 400), equal split, tolerance 0.01 save 1.31×
+    for 0.34 points. Neither beats a smaller fixed n on this benchmark.
     """
 
     enabled: bool = False
-    looks: tuple[SampleCount, ...] = (60, 80, 100)
-    alpha_weights: tuple[float, ...] | None = (1.0, 1.0, 2.0)
-    fraction_tolerance: float = Field(default=0.01, ge=0.0, le=1.0)
+    looks: tuple[SampleCount, ...] = (60, 100)
+    alpha_weights: tuple[float, ...] | None = (1.0, 3.0)
+    fraction_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
 
     def schedule(self, alpha: float) -> LookSchedule:
         """The look schedule at family-wise level alpha (ValueError naming the field if invalid)."""

@@ -74,6 +74,7 @@ def test_bad_sequential_blocks_name_the_field(sequential: dict, message: str) ->
 def test_defaults_are_the_measured_schedule() -> None:
     """docs/sequential.md chooses these defaults from the measurement; the schedule is valid."""
     block = SequentialConfig()
-    assert not block.enabled
-    schedule = block.schedule(0.001)
-    assert schedule.n_max == 100 and sum(schedule.alphas) <= 0.001 * (1 + 1e-12)
+    assert not block.enabled and block.fraction_tolerance == 0.0
+    assert block.schedule(0.001) == LookSchedule.weighted((60, 100), 0.001, (1, 3))
+    demo = config_from_dict(_minimal(enabled=True))  # the defaults fit the demo's n = 100
+    assert demo.look_schedule() == block.schedule(demo.alpha)
