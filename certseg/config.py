@@ -7,7 +7,7 @@ n estimation samples per image, at family-wise level α with threshold τ. Valid
 
 `config_id` is the sha256 of the canonical JSON of exactly the parts that determine the stored
 samples (dataset, models used, variants' wiring, σ values, n0, n, seed, denoiser options, bf16,
-samples_per_chunk, health set). It excludes α, τ and the correction (recertify may change them),
+samples_per_chunk, health set, and the sequential block when enabled). It excludes α, τ and the correction (recertify may change them),
 labels, batch size, device, threads, shards, store, tracking and Dask settings. Paths are hashed
 as written (no file is read). The model files' content is not part of config_id but is part of
 the store's identity: the store records one sha256 over the used model files (models_sha256)
@@ -159,7 +159,8 @@ class SequentialConfig(_Frozen):
     """Sequential certification (docs/method.md §5, certseg.stats.sequential): off by default.
 
     looks: estimation sample counts n_1 < ... < n_L at which an image is certified; the last must
-    equal the run's n. alpha_weights: the split of α over the looks, α_ℓ = α·w_ℓ/Σw (None: equal).
+    equal the run's n. alpha_weights: the split of α over the looks, α_ℓ = α·w_ℓ/Σw, one weight per
+    look (null: equal split); setting `looks` to another length needs `alpha_weights` too.
     fraction_tolerance: stop when the certified fraction moves by less than this between looks
     (0: only the "cannot improve" rule and the last look stop). Part of config_id only when
     enabled (the samples a store holds then depend on it); absent or off, config_id is unchanged.
