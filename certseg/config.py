@@ -8,10 +8,11 @@ n estimation samples per image, at family-wise level α with threshold τ. Valid
 `config_id` is the sha256 of the canonical JSON of exactly the parts that determine the stored
 samples (dataset, models used, variants' wiring, σ values, n0, n, seed, denoiser options, bf16,
 samples_per_chunk, health set, the sequential block when enabled). It excludes α, τ and the
-correction (recertify may change them), labels, batch size, device, threads, shards, store,
-tracking and Dask settings. Paths are hashed as written (no file is read). The model files' content is not part of config_id but is part of
-the store's identity: the store records one sha256 over the used model files (models_sha256)
-and refuses a run whose files differ; tracking logs each file's sha256 as a lineage tag.
+correction (recertify may change them), labels, batch size, device, threads, shards, store, tracking
+and Dask settings. Paths are hashed as written (no file is read). The model files' content is not
+part of config_id but is part of the store's identity: the store records one sha256 over the used
+model files (models_sha256) and refuses a run whose files differ; tracking logs each file's sha256
+as a lineage tag.
 
 One schema per concept: the `dataset` section is a `certseg.data.spec.DatasetSpec`, each
 `segmenters` entry a `certseg.models.spec.SegmenterSpec` (named by its key), and n, α, τ and the
