@@ -23,6 +23,13 @@ from certseg.stats.correction import (
 )
 from certseg.stats.image_counts import ImageCounts, count_image_votes
 from certseg.stats.metrics import ConfusionAccumulator, SegmentationMetrics, segmentation_metrics
+from certseg.stats.sequential import (
+    LookSchedule,
+    SequentialResult,
+    certify_at_look,
+    counts_at_looks,
+    run_sequential,
+)
 from certseg.stats.votes import (
     EstimationCounts,
     count_agreement,
@@ -40,15 +47,19 @@ __all__ = [
     "Correction",
     "EstimationCounts",
     "ImageCounts",
+    "LookSchedule",
     "SegmentationMetrics",
+    "SequentialResult",
     "binomial_pvalues",
     "bonferroni_reject",
+    "certify_at_look",
     "certify_pixels",
     "clopper_pearson_lower",
     "count_agreement",
     "count_estimation",
     "count_image_votes",
     "count_votes",
+    "counts_at_looks",
     "holm_reject",
     "labels_from_votes",
     "lower_bound_table",
@@ -56,6 +67,7 @@ __all__ = [
     "pixel_radii",
     "pvalue_table",
     "reject_by_count",
+    "run_sequential",
     "segmentation_metrics",
     "select_labels",
 ]
