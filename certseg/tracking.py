@@ -399,3 +399,22 @@ def latest_run_id(*, tracking_uri: str, experiment: str | None = None) -> str:
         where = f"experiment {experiment!r}" if experiment else "any experiment"
         raise ValueError(f"no MLflow runs in {where} at {tracking_uri!r}")
     return str(runs[0].info.run_id)
+
+
+def finished_run_id(*, tracking_uri: str, experiment: str, key: str) -> str | None:
+    """The id of the FINISHED run tagged with run key `key` in `experiment`, else None (also
+    when the tracking store or the experiment does not exist, or cannot be read)."""
+    from mlflow.tracking import MlflowClient
+
+    path = _sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        return None  # never create a database just to look
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        run = _find_run(client, str(found.experiment_id), key) if found is not None else None
+    except Exception:  # any backend failure: not known to be logged
+        return None
+    if run is None or run.info.status != "FINISHED":
+        return None
+    return str(run.info.run_id)

@@ -1,5 +1,6 @@
 """certify-dataset: resolve → check tracking → prepare the store → health check → sample shards →
-aggregate with Dask → report and MLflow. Re-running the same config resumes.
+aggregate with Dask → report and MLflow. Re-running the same config resumes; re-running a
+finished run reads its results (certseg.run.finished) and redoes nothing.
 
 Prefect entrypoint `flows/certify_dataset.py:certify_dataset` (installed as
 certseg.flows.certify_dataset). Shards go to the flow's task runner: on its local thread pool,
@@ -19,12 +20,13 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from certseg.run.context import RunContext
-from certseg.run.finalize import run_summary
+from certseg.run.finalize import finished_summary, run_summary
 from certseg.run.sample import Shard, ShardReport
 from certseg.tasks.certify import (
     aggregate_task,
     check_tracking_task,
     finalize_task,
+    finished_run_task,
     health_check_task,
     plan_shards_task,
     prepare_store_task,
@@ -76,6 +78,9 @@ def certify_dataset(
         out_dir=out_dir,
         track=track,
     )
+    finished = finished_run_task(ctx)
+    if finished is not None:  # nothing to sample, aggregate or log: read its results
+        return finished_summary(ctx, finished)
     if ctx.track:  # a broken tracking store fails here, before any sampling
         check_tracking_task(ctx)
     prepared = prepare_store_task(ctx)

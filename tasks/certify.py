@@ -22,6 +22,7 @@ from certseg.outcomes import HealthResult
 from certseg.redact import redact_url
 from certseg.run.context import RunContext, certify_context
 from certseg.run.finalize import RunOutcome, finalize_run
+from certseg.run.finished import FinishedRun, finished_run
 from certseg.run.health import run_health_check
 from certseg.run.models import load_models
 from certseg.run.prepare import PreparedStore, prepare_store
@@ -99,6 +100,12 @@ def resolve_run_task(
         out_dir=out_dir,
         track=track,
     )
+
+
+@task(name="find-finished-run", cache_policy=NO_CACHE)
+def finished_run_task(ctx: RunContext) -> FinishedRun | None:
+    """The earlier identical run when it is finished (its results are read, nothing redone)."""
+    return finished_run(ctx)
 
 
 @task(name="check-tracking", cache_policy=NO_CACHE)

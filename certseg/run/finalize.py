@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from certseg.outcomes import HealthResult
 from certseg.redact import redact_url
 from certseg.run.context import RunContext
+from certseg.run.finished import FinishedRun
 from certseg.run.lineage import code_version, model_file_sha256s
 from certseg.run.overlays import gather_overlays
 from certseg.run.prepare import PreparedStore
@@ -215,4 +216,19 @@ def run_summary(
         summary["skipped_blocks"] = sum(r.skipped_blocks for r in reports)
     if prepared is not None:
         summary["skipped_files"] = [list(item) for item in prepared.skipped]
+    return summary
+
+
+def finished_summary(ctx: RunContext, finished: FinishedRun) -> dict[str, Any]:
+    """`run_summary` of a run found finished: its stored rows, every block resumed, nothing
+    sampled, the MLflow run already logged."""
+    outcome = RunOutcome(
+        rows=finished.rows,
+        out_dir=finished.out_dir,
+        run_id=finished.run_id,
+        config_id=finished.config_id,
+        already_logged=True,
+    )
+    summary = run_summary(ctx, outcome)
+    summary.update(sampled_blocks=0, skipped_blocks=finished.blocks, finished_before=True)
     return summary
