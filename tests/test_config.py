@@ -33,14 +33,14 @@ MINIMAL_CONFIG = {
     "n": 4,
 }
 MINIMAL_IDENTITY_JSON = (
-    '{"bf16":"auto","dataset":{"classes_file":null,"ignore_index":255,"kind":"synthetic",'
+    '{"bf16":"auto","chunk_mib":8.0,"dataset":{"classes_file":null,"ignore_index":255,"kind":"synthetic",'
     '"num_images":32,"resize":null,"root":null,"seed":0,"size":64,"split":"test","subset":null},'
     '"denoisers":{},"health":{"num_images":8,"split":"val"},"n":4,"n0":2,'
-    '"samples_per_chunk":100,"seed":0,"segmenters":{"s":{"family":"compact","mean":null,'
+    '"samples_per_chunk":null,"seed":0,"segmenters":{"s":{"family":"compact","mean":null,'
     '"num_classes":null,"options":{},"path":"m","std":null}},"sigmas":[0.5],'
     '"variants":[{"denoiser":null,"name":"v","segmenters":{"0.5":"s"}}]}'
 )
-MINIMAL_CONFIG_ID = "9dbd23f9fd623522fd23163e85681e5105d5df5f2db2c9ab358830c44989ca0b"
+MINIMAL_CONFIG_ID = "456ca50edfa15be986510815ab8a8d320f77774704701bd0380753888e723acd"
 
 
 def _tiny() -> dict:
@@ -156,6 +156,7 @@ def test_config_ids_are_pinned_literals() -> None:
         ("sigmas", [0.25], False),
         ("sampling.bf16", False, False),
         ("sampling.samples_per_chunk", 10, False),
+        ("sampling.chunk_mib", 16.0, False),
         ("dataset.num_images", 31, False),
         ("segmenters.s.path", "other", False),
     ],
@@ -190,6 +191,7 @@ def test_config_id_is_stable_and_ignores_non_sample_fields() -> None:
         ("sampling", "batch_size", 3),
         ("sampling", "device", "cuda"),
         ("sampling", "threads", 2),
+        ("sampling", "chunk_mib", 16.0),  # tiny gives samples_per_chunk: the target is unused
         ("store", "url", "s3://bucket/x.zarr"),
         ("tracking", "uri", "http://mlflow:5000"),
         ("dask", "address", "tcp://sched:8786"),
@@ -302,14 +304,15 @@ def test_config_ids_of_the_shipped_configs_are_pinned() -> None:
 
 
 def test_serialized_configs_are_pinned() -> None:
-    """The full JSON (the store's persisted config, before redaction) is unchanged too."""
+    """The full JSON (the store's persisted config, before redaction) is unchanged too (re-pinned
+    when a field is added: sampling.chunk_mib, issue 18; the config_ids above did not change)."""
     digests = {
         name: hashlib.sha256(load_config(REPO / "configs" / name).to_json().encode()).hexdigest()
         for name in ("tiny.yaml", "demo.yaml")
     }
     assert digests == {
-        "tiny.yaml": "63e39c9652e030444945a90d9427541a03307a09c6da6958346576dc771d8cb4",
-        "demo.yaml": "47a8da0186291417fa3d9b29bbcad1e4f5fcdad9c905557a6f92d1a72c8a2761",
+        "tiny.yaml": "0f7643d556d9ab0297d079ee8dea6f4836bd0461a07a9c323934e9ecfd478ec4",
+        "demo.yaml": "d2ae93b2c6219e030187e86a9f68b1aa6ca2a4e75321244dbc5ec069d293b5dd",
     }
 
 
