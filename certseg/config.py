@@ -150,6 +150,9 @@ class SamplingConfig(_Frozen):
     device: str = "cpu"
     bf16: Literal["auto"] | bool = "auto"
     threads: int | None = Field(default=None, ge=1)
+    """torch threads per process; None: cores // workers (certseg.run.resources)."""
+    workers: int = Field(default=1, ge=1)
+    """Shards sampled at once in one process (local task runner); capped at `shards`."""
     samples_per_chunk: int | None = Field(default=None, ge=1)
     """Class maps per store chunk; None: as many as fit chunk_mib (certseg.storage.layout)."""
     chunk_mib: float = Field(default=8.0, gt=0)

@@ -2,19 +2,25 @@
 aggregate with Dask → report and MLflow. Re-running the same config resumes.
 
 Prefect entrypoint `flows/certify_dataset.py:certify_dataset` (installed as
-certseg.flows.certify_dataset). Shards go to the flow's task runner, one at a time by default;
-flows/certify_on_dask.py runs this same flow with prefect-dask's DaskTaskRunner.
+certseg.flows.certify_dataset). Shards go to the flow's task runner: on its local thread pool,
+`sampling.workers` of them at once (certseg.run.resources splits the cores between them);
+flows/certify_on_dask.py runs this same flow with prefect-dask's DaskTaskRunner, which gets every
+shard at once and lets the cluster's worker slots bound them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from prefect import flow
-from prefect.futures import PrefectFuture
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from certseg.run.context import RunContext
 from certseg.run.finalize import run_summary
+from certseg.run.sample import Shard, ShardReport
 from certseg.tasks.certify import (
     aggregate_task,
     check_tracking_task,
@@ -31,7 +37,8 @@ from certseg.tasks.certify import (
     name="certify-dataset",
     # TaskRunner is invariant in its future type, so prefect's own annotation rejects its
     # ThreadPoolTaskRunner under mypy; the cast only restates what prefect accepts at run time.
-    task_runner=cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=1)),
+    # The pool is unbounded: _sample_shards bounds the shards in flight by sampling.workers.
+    task_runner=cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner()),
     log_prints=True,
 )
 def certify_dataset(
@@ -74,8 +81,32 @@ def certify_dataset(
     prepared = prepare_store_task(ctx)
     health = health_check_task(ctx)
     plan = plan_shards_task(prepared, ctx)
-    futures = [sample_shard_task.submit(ctx, shard) for shard in plan]
-    reports = [future.result() for future in futures]
+    reports = _sample_shards(ctx, plan)
     result = aggregate_task(ctx)
     outcome = finalize_task(ctx, result, health, reports)
     return run_summary(ctx, outcome, reports=reports, prepared=prepared)
+
+
+def _sample_shards(ctx: RunContext, plan: Sequence[Shard]) -> list[ShardReport]:
+    """Run every shard; on the local thread pool at most ctx.parallelism.workers at once (the
+    next starts when one ends), elsewhere all submitted at once. Reports in plan order; the
+    first failed shard's error is raised after the shards in flight have ended."""
+    run = FlowRunContext.get()
+    local = run is None or isinstance(run.task_runner, ThreadPoolTaskRunner)
+    window = ctx.parallelism.workers if local else max(1, len(plan))
+    pending = list(enumerate(plan))
+    running: dict[Any, int] = {}
+    reports: dict[int, ShardReport] = {}
+    while pending or running:
+        while pending and len(running) < window:
+            index, shard = pending.pop(0)
+            running[sample_shard_task.submit(ctx, shard)] = index
+        done = next(as_completed(list(running)))
+        index = running.pop(done)
+        try:
+            reports[index] = done.result()
+        except BaseException:
+            for future in running:  # let the shards in flight end before failing the flow
+                future.wait()
+            raise
+    return [reports[i] for i in range(len(plan))]

@@ -26,6 +26,7 @@ from certseg.run.health import run_health_check
 from certseg.run.models import load_models
 from certseg.run.prepare import PreparedStore, prepare_store
 from certseg.run.recertify import StoredRun, read_stored_run, recertify_context
+from certseg.run.resources import torch_threads
 from certseg.run.sample import (
     Shard,
     ShardReport,
@@ -171,12 +172,13 @@ def sample_shard_task(ctx: RunContext, shard: Shard) -> ShardReport:
     sink = progress_sink()
     report = sample_shard(ctx, shard, progress=sink.advance if sink is not None else None)
     get_run_logger().info(
-        "shard %d [%d, %d): %d blocks sampled, %d skipped (already done)",
+        "shard %d [%d, %d): %d blocks sampled, %d skipped (already done), torch threads %d",
         shard.index,
         shard.start,
         shard.stop,
         report.sampled_blocks,
         report.skipped_blocks,
+        torch_threads(),
     )
     return report
 

@@ -304,15 +304,16 @@ def test_config_ids_of_the_shipped_configs_are_pinned() -> None:
 
 
 def test_serialized_configs_are_pinned() -> None:
-    """The full JSON (the store's persisted config, before redaction) is unchanged too (re-pinned
-    when a field is added: sampling.chunk_mib, issue 18; the config_ids above did not change)."""
+    """The full JSON (the store's persisted config, before redaction) is unchanged too. A new
+    field changes it (sampling.workers did, sampling.chunk_mib did); an old store's JSON still
+    loads (defaults)."""
     digests = {
         name: hashlib.sha256(load_config(REPO / "configs" / name).to_json().encode()).hexdigest()
         for name in ("tiny.yaml", "demo.yaml")
     }
     assert digests == {
-        "tiny.yaml": "0f7643d556d9ab0297d079ee8dea6f4836bd0461a07a9c323934e9ecfd478ec4",
-        "demo.yaml": "d2ae93b2c6219e030187e86a9f68b1aa6ca2a4e75321244dbc5ec069d293b5dd",
+        "tiny.yaml": "a0b2887e299503433e98f538ec851ce71b7d5cc8a395a7633478b45d93645d76",
+        "demo.yaml": "863655bdf577017794d8a14da9cbd132783911080d7c97e739e1c1d264fcc5a1",
     }
 
 

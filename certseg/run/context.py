@@ -20,6 +20,7 @@ from typing import Any
 from certseg.aggregate import CertifyParams
 from certseg.config import RunConfig, config_from_dict, read_config_mapping
 from certseg.redact import check_unredacted, redact_config_dict
+from certseg.run.resources import Parallelism, resolve_parallelism
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class RunContext:
     when the context is made, so a step in another process resolves them the same way).
     original_config: the user's config file as parsed, secrets redacted (None when the config
     was not read from a file). extra_tags: added to the MLflow run (recertify marks its runs).
+    parallelism: concurrent shards in the flow's process and torch threads (certseg.run.resources).
     """
 
     config: RunConfig
@@ -54,6 +56,7 @@ class RunContext:
     out_dir: str
     base_dir: Path
     params: CertifyParams
+    parallelism: Parallelism
     track: bool = True
     original_config: dict[str, Any] | None = field(default=None, repr=False)
     extra_tags: dict[str, str] = field(default_factory=dict)
@@ -126,6 +129,7 @@ def run_context(
     uri = tracking_uri or config.tracking.uri
     if track:
         check_unredacted(uri, "tracking.uri")
+    shard_count = shards or config.shards
     return RunContext(
         config=config,
         store_url=url,
@@ -137,12 +141,15 @@ def run_context(
             threads_per_worker=config.dask.threads_per_worker,
             processes=config.dask.processes,
         ),
-        shards=shards or config.shards,
+        shards=shard_count,
         out_dir=str(out_dir) if out_dir else default_out_dir(config, url) + out_suffix,
         base_dir=Path(config.base_dir).expanduser().absolute() if config.base_dir else Path.cwd(),
         params=params
         or CertifyParams(
             n=config.n, alpha=config.alpha, tau=config.tau, correction=config.correction
+        ),
+        parallelism=resolve_parallelism(
+            workers=config.sampling.workers, threads=config.sampling.threads, shards=shard_count
         ),
         track=track,
         original_config=dict(original_config) if original_config is not None else None,

@@ -147,7 +147,7 @@ def _track(
         results=[{k: v for k, v in row.items() if k not in _UNKEYED} for row in rows],
     )
     experiment, name = ctx.config.tracking.experiment, ctx.config.name
-    flat_params = ctx.config.flat_params()
+    flat_params = {**ctx.config.flat_params(), **ctx.parallelism.params()}
     record: dict[str, Any] = {
         "tracking_uri": redact_url(ctx.tracking_uri),
         "experiment": experiment,

@@ -19,6 +19,7 @@ from typing import Any
 
 from certseg.run.context import RunContext
 from certseg.run.lineage import WEIGHT_SUFFIXES
+from certseg.run.resources import on_dask_worker
 
 
 @dataclass
@@ -64,14 +65,16 @@ def sampling_precision(models: Models) -> str:
 
 def load_models(ctx: RunContext, *, denoisers: bool = True, device: str | None = None) -> Models:
     """The used segmenters (and, with denoisers=True, the used denoisers), each from this
-    process's cache when already loaded. Sets torch's thread count when sampling.threads is set.
+    process's cache when already loaded. Sets torch's thread count to the context's resolved
+    threads (certseg.run.resources), except on a Dask worker without sampling.threads, where the
+    cluster's own setting stands.
     """
     import torch
 
     config = ctx.config
     device = device or config.sampling.device
-    if config.sampling.threads is not None:
-        torch.set_num_threads(config.sampling.threads)
+    if config.sampling.threads is not None or not on_dask_worker():
+        torch.set_num_threads(ctx.parallelism.threads)
     autocast = resolve_autocast(ctx)
     segmenters = {name: _segmenter(ctx, name, device) for name in config.used_segmenters()}
     used = sorted({v.denoiser for v in config.variants if v.denoiser}) if denoisers else []

@@ -20,9 +20,14 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
 from certseg.aggregate import CertifyParams, aggregate_store
+from certseg.run.context import certify_context
+from certseg.run.models import load_models
+from certseg.run.prepare import prepare_store
+from certseg.run.sample import Shard, sample_shard
 from certseg.stats import ConfusionAccumulator
 from certseg.storage import SampleStore
 from tests.engines.engine_jobs import executed_count, task_prefixes
@@ -118,6 +123,22 @@ def test_certify_flow_with_s3_store_and_dask_scheduler(
         assert _same(row["abstain_rate"], metrics.abstain_rate)
         assert row["num_images"] == store.num_images
     assert (tmp_path / "results" / "results.parquet").is_file()
+
+    # Two Dask worker processes sampled exactly what one local process samples alone.
+    alone_url = str(tmp_path / "alone.zarr")
+    alone_ctx = certify_context(str(config_file), store_url=alone_url, track=False)
+    alone_models = load_models(alone_ctx)
+    prepare_store(alone_ctx, alone_models)
+    sample_shard(alone_ctx, Shard(0, 0, store.num_images), models=alone_models)
+    alone = SampleStore.open(alone_url, read_only=True)
+    for sigma in store.sigmas:
+        for variant in store.variants:
+            for phase in ("selection", "estimation"):
+                for image in range(store.num_images):
+                    assert np.array_equal(
+                        store.read_samples(sigma, variant, phase, image),
+                        alone.read_samples(sigma, variant, phase, image),
+                    ), (sigma, variant, phase, image)
 
 
 def _same(a: float, b: float) -> bool:
