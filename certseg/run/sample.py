@@ -1,14 +1,16 @@
 """Sample a shard: draw every missing sample block of its images and write it to the store.
 
 For each image, σ and denoiser group, the sampler (`certseg.sampling.sample_class_maps`) is
-called once per sample block (one denoiser pass feeds every segmenter of the group); each
-variant's class maps are written to its chunk, then the block's completion flag. Blocks already
+called once per sample block (one denoiser pass feeds every segmenter of the group); a
+background writer (`certseg.storage.writer.BlockWriter`) writes each variant's class maps to its
+chunk, then the block's completion flag, while the next block is drawn. Blocks already
 flagged are skipped, so a re-run resumes where a killed run stopped. Each image is loaded (decoded)
 once per shard, and only when something of it is missing; models load on first need.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from certseg.run.context import RunContext
 from certseg.run.models import Models, load_models, sampling_precision
 from certseg.storage import PHASES_STORED, SampleStore, sigma_key
 from certseg.storage.store import check_noise_stream, check_sampling_precision
+from certseg.storage.writer import BlockWriter
 
 if TYPE_CHECKING:
     from certseg.data.base import Example, SegmentationDataset
@@ -172,6 +175,24 @@ class _ModelsOnDemand:
         return self.models
 
 
+def write_block(
+    store: SampleStore,
+    maps: Mapping[str, np.ndarray],
+    *,
+    sigma: float,
+    group: str,
+    phase: str,
+    image: int,
+    block: int,
+    start: int,
+) -> None:
+    """Write one sample block: each variant's (count, H, W) class maps (variant → maps) to its
+    chunk, then the block's completion flag (only after every write returned)."""
+    for variant, variant_maps in maps.items():
+        store.write_samples(sigma, variant, phase, image, start, variant_maps)
+    store.mark_done(sigma, group, phase, image, block)
+
+
 def sample_shard(
     ctx: RunContext,
     shard: Shard,
@@ -179,11 +200,16 @@ def sample_shard(
     models: Models | None = None,
     sampler: Sampler | None = None,
     progress: Progress | None = None,
+    writer_depth: int = 1,
 ) -> ShardReport:
     """Sample every missing block of the images in `shard` and write them to the store.
 
     models: loaded on first need when None (a shard with nothing missing loads none).
     sampler: `certseg.sampling.sample_class_maps` by default. progress: see `Progress`.
+    Each drawn block goes to a background writer (certseg.storage.writer.BlockWriter) that
+    writes its variants' chunks and then its flag while the next block is drawn; writer_depth
+    blocks may wait (0: write in this thread). The store's bytes are the same either way; an
+    error of a write is raised here; a kill leaves the blocks not yet written unflagged.
     """
     config = ctx.config
     store = SampleStore.open(
@@ -196,59 +222,69 @@ def sample_shard(
     sampled = skipped = samples = 0
     seconds = 0.0
     per_sigma: dict[str, dict[str, float]] = {}
-    for image in range(shard.start, shard.stop):
-        image_id = store.image_ids[image]
-        if image_id not in positions:
-            raise ValueError(
-                f"image {image_id!r} of store {redact_url(ctx.store_url)!r} is not in the "
-                f"dataset {dataset.name!r} any more"
-            )
-        example: Example | None = None
-        for name in config.used_segmenters():
-            if not store.clean_done(name, image):
-                example = example or dataset.load(positions[image_id])
-                active = on_demand.get()
-                prediction = predict_clean(
-                    active.segmenters[name], example.image, active.device, image_key=image_id
+    with BlockWriter(writer_depth) as writer:
+        for image in range(shard.start, shard.stop):
+            image_id = store.image_ids[image]
+            if image_id not in positions:
+                raise ValueError(
+                    f"image {image_id!r} of store {redact_url(ctx.store_url)!r} is not in the "
+                    f"dataset {dataset.name!r} any more"
                 )
-                store.write_clean(name, image, prediction)
-        for sigma in config.sigmas:
-            stats = per_sigma.setdefault(sigma_key(sigma), {"samples": 0.0, "seconds": 0.0})
-            for group, variant_names in config.denoiser_groups().items():
-                wiring = {v: config.variant(v).segmenter_for(sigma) for v in variant_names}
-                for phase in PHASES_STORED:
-                    done = store.done_blocks(sigma, group, phase, image)
-                    for block, (start, stop) in enumerate(store.blocks(phase)):
-                        if done[block]:
-                            skipped += 1
-                            if progress is not None:
-                                progress(stop - start, True)
-                            continue
-                        example = example or dataset.load(positions[image_id])
-                        began = time.perf_counter()
-                        maps = draw_block(
-                            ctx,
-                            on_demand.get(),
-                            sampler,
-                            example,
-                            sigma=sigma,
-                            group=group,
-                            segmenters=sorted(set(wiring.values())),
-                            phase=phase,
-                            start=start,
-                            count=stop - start,
-                        )
-                        elapsed = time.perf_counter() - began
-                        for variant, segmenter_name in wiring.items():
-                            store.write_samples(
-                                sigma, variant, phase, image, start, maps[segmenter_name]
+            example: Example | None = None
+            for name in config.used_segmenters():
+                if not store.clean_done(name, image):
+                    example = example or dataset.load(positions[image_id])
+                    active = on_demand.get()
+                    prediction = predict_clean(
+                        active.segmenters[name], example.image, active.device, image_key=image_id
+                    )
+                    store.write_clean(name, image, prediction)
+            for sigma in config.sigmas:
+                stats = per_sigma.setdefault(sigma_key(sigma), {"samples": 0.0, "seconds": 0.0})
+                for group, variant_names in config.denoiser_groups().items():
+                    wiring = {v: config.variant(v).segmenter_for(sigma) for v in variant_names}
+                    for phase in PHASES_STORED:
+                        done = store.done_blocks(sigma, group, phase, image)
+                        for block, (start, stop) in enumerate(store.blocks(phase)):
+                            if done[block]:
+                                skipped += 1
+                                if progress is not None:
+                                    progress(stop - start, True)
+                                continue
+                            example = example or dataset.load(positions[image_id])
+                            segmenters = sorted(set(wiring.values()))
+                            began = time.perf_counter()
+                            maps = draw_block(
+                                ctx,
+                                on_demand.get(),
+                                sampler,
+                                example,
+                                sigma=sigma,
+                                group=group,
+                                segmenters=segmenters,
+                                phase=phase,
+                                start=start,
+                                count=stop - start,
                             )
-                        store.mark_done(sigma, group, phase, image, block)
-                        sampled += 1
-                        samples += stop - start
-                        seconds += elapsed
-                        stats["samples"] += (stop - start) * len(wiring)
-                        stats["seconds"] += elapsed
-                        if progress is not None:
-                            progress(stop - start, False)
+                            elapsed = time.perf_counter() - began
+                            writer.submit(
+                                functools.partial(
+                                    write_block,
+                                    store,
+                                    {v: maps[name] for v, name in wiring.items()},
+                                    sigma=sigma,
+                                    group=group,
+                                    phase=phase,
+                                    image=image,
+                                    block=block,
+                                    start=start,
+                                )
+                            )
+                            sampled += 1
+                            samples += stop - start
+                            seconds += elapsed
+                            stats["samples"] += (stop - start) * len(wiring)
+                            stats["seconds"] += elapsed
+                            if progress is not None:
+                                progress(stop - start, False)
     return ShardReport(shard.index, sampled, skipped, samples, seconds, per_sigma)
