@@ -153,6 +153,9 @@ class SamplingConfig(_Frozen):
     """torch threads per process; None: cores // workers (certseg.run.resources)."""
     workers: int = Field(default=1, ge=1)
     """Shards sampled at once in one process (local task runner); capped at `shards`."""
+    memory_mib: int = Field(default=2048, ge=1)
+    """Working memory one forward batch may take per worker (noise, activations, logits): the
+    batch is lowered to fit (one sample measured first), or sampling stops before it starts."""
     samples_per_chunk: int | None = Field(default=None, ge=1)
     """Class maps per store chunk; None: as many as fit chunk_mib (certseg.storage.layout)."""
     chunk_mib: float = Field(default=8.0, gt=0)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -162,6 +162,39 @@ def sample_class_maps(
     NonFiniteOutputError when the denoiser's output or a segmenter's logits are not all finite
     (the message names the model, σ, image, phase and sample indices).
     """
+    return _sample_class_maps(
+        image,
+        image_key=image_key,
+        phase=phase,
+        start=start,
+        count=count,
+        sigma=sigma,
+        seed=seed,
+        denoiser=denoiser,
+        segmenters=segmenters,
+        batch_size=batch_size,
+        device=device,
+        autocast_dtype=autocast_dtype,
+    )
+
+
+def _sample_class_maps(
+    image: np.ndarray | torch.Tensor,
+    *,
+    image_key: str,
+    phase: str,
+    start: int,
+    count: int,
+    sigma: float,
+    seed: int,
+    denoiser: DiffusionDenoiser | None,
+    segmenters: Mapping[str, Segmenter],
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, np.ndarray]:
+    """`sample_class_maps`'s body (called directly by `measure_sample_bytes`, so a probe is
+    not a sampler call to anything that wraps the public name)."""
     import torch
 
     if phase not in PHASES:
@@ -239,3 +272,114 @@ def _denoise(
         ) from error
     check_finite(denoised, model=label, where=where, indices=indices)
     return denoised
+
+
+MEMORY_SLACK: float = 1.25
+"""Factor from the tensor bytes `measure_sample_bytes` sees to the process memory they cost
+(allocator rounding, oneDNN workspaces, freed-but-kept pages): measured at 1024×2048 with the
+shipped denoiser and segmenter, 830 MiB of tensors raised the peak RSS by ~1000 MiB per sample
+(docs/benchmarks.md, memory section)."""
+
+
+class MemoryBudgetError(ValueError):
+    """One sample of the frame needs more memory than the configured budget."""
+
+
+def measure_sample_bytes(
+    image: np.ndarray | torch.Tensor,
+    *,
+    image_key: str,
+    seed: int,
+    sigma: float,
+    denoiser: DiffusionDenoiser | None,
+    segmenters: Mapping[str, Segmenter],
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> int:
+    """Peak bytes of the tensors one sample of `image` allocates through the sampling path
+    (noise, x̃, denoiser, every segmenter, argmax), on any device: selection sample 0 of the
+    image drawn as a batch of 1 (nothing is returned or stored; a non-finite output fails here
+    exactly as that sample would fail in sampling) while a torch dispatch mode counts
+    the bytes of every live tensor storage created. Model weights and the clean image, which
+    exist before the call, are not counted. Times MEMORY_SLACK ≈ what a sample adds to the
+    process's peak memory; a batch of B samples costs about B times that (measured: 830 / 1636
+    MiB of tensors for B = 1 / 2 at 1024×2048).
+    """
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LiveBytes(TorchDispatchMode):  # type: ignore[no-untyped-call]
+        """Sum of the storages of the tensors ops create, while they live; its maximum."""
+
+        def __init__(self) -> None:
+            super().__init__()  # type: ignore[no-untyped-call]
+            self.live = 0
+            self.peak = 0
+            self.storages: dict[int, int] = {}
+
+        def release(self, key: int) -> None:
+            self.live -= self.storages.pop(key, 0)
+
+        def __torch_dispatch__(
+            self,
+            func: Any,
+            types: Any,
+            args: Any = (),
+            kwargs: Any = None,
+        ) -> Any:
+            out = func(*args, **(kwargs or {}))
+            for value in tree_flatten(out)[0]:
+                if not isinstance(value, torch.Tensor):
+                    continue
+                storage = value.untyped_storage()
+                key, size = storage.data_ptr(), storage.nbytes()
+                if size == 0 or key in self.storages:
+                    continue
+                self.storages[key] = size
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(value, self.release, key)
+            return out
+
+    tracker = LiveBytes()
+    with tracker:
+        _sample_class_maps(
+            image,
+            image_key=image_key,
+            phase="selection",
+            start=0,
+            count=1,
+            sigma=sigma,
+            seed=seed,
+            denoiser=denoiser,
+            segmenters=segmenters,
+            batch_size=1,
+            device=device,
+            autocast_dtype=autocast_dtype,
+        )
+    return int(tracker.peak)
+
+
+def micro_batch_size(batch_size: int, sample_bytes: int, budget_bytes: int, *, what: str) -> int:
+    """The samples per forward batch: batch_size, lowered so that batch × sample_bytes ×
+    MEMORY_SLACK ≤ budget_bytes. MemoryBudgetError (naming `what`, the frame and model set,
+    the need and the budget) when not even one sample fits: raised before anything is drawn.
+    The class maps do not depend on the batch size (keyed noise), so the split is invisible in
+    the results."""
+    if batch_size < 1 or budget_bytes < 1:
+        raise ValueError(
+            f"batch_size and budget_bytes must be >= 1, got {batch_size}, {budget_bytes}"
+        )
+    need = max(1, int(sample_bytes * MEMORY_SLACK))
+    fit = budget_bytes // need
+    if fit < 1:
+        raise MemoryBudgetError(
+            f"one sample of {what} needs about {need / 2**20:.0f} MiB of working memory, more "
+            f"than sampling.memory_mib = {budget_bytes / 2**20:.0f} MiB: raise "
+            "sampling.memory_mib (if the machine has the memory), lower the denoiser's "
+            "resolution or the frame size (dataset.resize); nothing was sampled"
+        )
+    return int(min(batch_size, fit))

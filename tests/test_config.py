@@ -192,6 +192,7 @@ def test_config_id_is_stable_and_ignores_non_sample_fields() -> None:
         ("sampling", "device", "cuda"),
         ("sampling", "threads", 2),
         ("sampling", "chunk_mib", 16.0),  # tiny gives samples_per_chunk: the target is unused
+        ("sampling", "memory_mib", 512),
         ("store", "url", "s3://bucket/x.zarr"),
         ("tracking", "uri", "http://mlflow:5000"),
         ("dask", "address", "tcp://sched:8786"),
@@ -305,15 +306,15 @@ def test_config_ids_of_the_shipped_configs_are_pinned() -> None:
 
 def test_serialized_configs_are_pinned() -> None:
     """The full JSON (the store's persisted config, before redaction) is unchanged too. A new
-    field changes it (sampling.workers did, sampling.chunk_mib did); an old store's JSON still
+    field changes it (sampling.workers, chunk_mib, memory_mib did); an old store's JSON still
     loads (defaults)."""
     digests = {
         name: hashlib.sha256(load_config(REPO / "configs" / name).to_json().encode()).hexdigest()
         for name in ("tiny.yaml", "demo.yaml")
     }
     assert digests == {
-        "tiny.yaml": "a0b2887e299503433e98f538ec851ce71b7d5cc8a395a7633478b45d93645d76",
-        "demo.yaml": "863655bdf577017794d8a14da9cbd132783911080d7c97e739e1c1d264fcc5a1",
+        "tiny.yaml": "68b06349e28ad4e3ab32881cf9f48a55a5e05b2d86e5b10840fffc8d2d473492",
+        "demo.yaml": "3bf3cc885ce9182a281c1718a23eab78aa22951152e0326be0ef996d0ed99cd3",
     }
 
 

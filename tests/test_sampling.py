@@ -450,3 +450,35 @@ def test_finite_check_falls_back_when_the_sum_overflows() -> None:
     ninf[0, 0, 0, 0] = float("-inf")
     with pytest.raises(NonFiniteOutputError):
         check_finite(ninf, model="m", where="w")
+
+
+def test_measure_sample_bytes_scales_with_the_frame_and_counts_the_logits() -> None:
+    """The probe sees at least one sample's logits (C·H·W float32) and x̃ (3·H·W float32), and
+    grows about linearly with the pixels for a fully convolutional segmenter."""
+    from certseg.sampling import measure_sample_bytes
+
+    def measure(size: int) -> int:
+        return measure_sample_bytes(
+            image(size),
+            image_key="k",
+            seed=0,
+            sigma=SIGMA,
+            denoiser=None,
+            segmenters={"conv": conv_segmenter()},
+        )
+
+    small, large = measure(32), measure(64)
+    assert small >= (5 + 3) * 32 * 32 * 4
+    assert 3.0 < large / small < 5.0
+
+
+def test_micro_batch_size_fits_the_budget_or_refuses() -> None:
+    from certseg.sampling import MEMORY_SLACK, MemoryBudgetError, micro_batch_size
+
+    mib = 2**20
+    assert micro_batch_size(32, 10 * mib, 2048 * mib, what="f") == 32
+    assert micro_batch_size(32, 800 * mib, 2048 * mib, what="f") == 2  # 800 × 1.25 = 1000
+    assert micro_batch_size(32, int(2048 * mib / MEMORY_SLACK), 2048 * mib, what="f") == 1
+    message = r"frame 1024x2048.*1250 MiB.*memory_mib = 1000 MiB"
+    with pytest.raises(MemoryBudgetError, match=message):
+        micro_batch_size(32, 1000 * mib, 1000 * mib, what="frame 1024x2048")

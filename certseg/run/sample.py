@@ -128,9 +128,11 @@ def draw_block(
     phase: str,
     start: int,
     count: int,
+    batch_size: int | None = None,
 ) -> Mapping[str, np.ndarray]:
     """Samples [start, start + count) of one image in `phase` at σ through denoiser `group`
-    ("none": no denoiser), class maps per named segmenter: {name: (count, H, W)}."""
+    ("none": no denoiser), class maps per named segmenter: {name: (count, H, W)}, in forward
+    batches of batch_size (None: sampling.batch_size; see `plan_micro_batch`)."""
     return sampler(
         example.image,
         image_key=example.image_id,
@@ -141,7 +143,7 @@ def draw_block(
         seed=ctx.config.seed,
         denoiser=None if group == "none" else models.denoisers[group],
         segmenters={name: models.segmenters[name] for name in segmenters},
-        batch_size=ctx.config.sampling.batch_size,
+        batch_size=ctx.config.sampling.batch_size if batch_size is None else batch_size,
         device=models.device,
         autocast_dtype=models.autocast_dtype,
     )
@@ -173,6 +175,46 @@ class _ModelsOnDemand:
             check_noise_stream(self.store.url, self.store.attrs, stream)
             self.checked = True
         return self.models
+
+
+def plan_micro_batch(
+    ctx: RunContext,
+    models: Models,
+    example: Example,
+    *,
+    sigma: float,
+    group: str,
+    segmenters: Sequence[str],
+    max_pixels: int,
+) -> int:
+    """The forward batch for denoiser `group` and `segmenters`: sampling.batch_size, lowered so
+    a batch of the largest frame (max_pixels) fits sampling.memory_mib. One sample of `example`
+    is measured (`certseg.sampling.measure_sample_bytes`) and scaled to max_pixels;
+    MemoryBudgetError before anything is drawn when one sample does not fit. The class maps do
+    not depend on the batch (keyed noise), so neither do the stored samples."""
+    from certseg.sampling import measure_sample_bytes, micro_batch_size
+
+    height, width = example.image.shape[-2:]
+    measured = measure_sample_bytes(
+        example.image,
+        image_key=example.image_id,
+        seed=ctx.config.seed,
+        sigma=sigma,
+        denoiser=None if group == "none" else models.denoisers[group],
+        segmenters={name: models.segmenters[name] for name in segmenters},
+        device=models.device,
+        autocast_dtype=models.autocast_dtype,
+    )
+    scaled = measured * max(1.0, max_pixels / (int(height) * int(width)))
+    return micro_batch_size(
+        ctx.config.sampling.batch_size,
+        int(scaled),
+        ctx.config.sampling.memory_mib * 2**20,
+        what=(
+            f"{int(height)}x{int(width)} (largest frame {max_pixels} pixels) through denoiser "
+            f"group {group!r} and segmenters {list(segmenters)}"
+        ),
+    )
 
 
 def write_block(
@@ -222,6 +264,9 @@ def sample_shard(
     sampled = skipped = samples = 0
     seconds = 0.0
     per_sigma: dict[str, dict[str, float]] = {}
+    max_pixels = int(np.prod(store.image_shapes, axis=1).max())
+    # (denoiser group, segmenters) → forward batch, measured on first need
+    micro_batches: dict[tuple[str, tuple[str, ...]], int] = {}
     with BlockWriter(writer_depth) as writer:
         for image in range(shard.start, shard.stop):
             image_id = store.image_ids[image]
@@ -253,6 +298,17 @@ def sample_shard(
                                 continue
                             example = example or dataset.load(positions[image_id])
                             segmenters = sorted(set(wiring.values()))
+                            batch_key = (group, tuple(segmenters))
+                            if batch_key not in micro_batches:
+                                micro_batches[batch_key] = plan_micro_batch(
+                                    ctx,
+                                    on_demand.get(),
+                                    example,
+                                    sigma=sigma,
+                                    group=group,
+                                    segmenters=segmenters,
+                                    max_pixels=max_pixels,
+                                )
                             began = time.perf_counter()
                             maps = draw_block(
                                 ctx,
@@ -265,6 +321,7 @@ def sample_shard(
                                 phase=phase,
                                 start=start,
                                 count=stop - start,
+                                batch_size=micro_batches[batch_key],
                             )
                             elapsed = time.perf_counter() - began
                             writer.submit(

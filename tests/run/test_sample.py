@@ -241,3 +241,45 @@ def test_a_failing_write_fails_the_shard_and_flags_only_what_landed(
     prepare_store(reference, models)
     sample_shard(reference, Shard(0, 0, 1), models=models, sampler=CountingSampler())
     assert _digest_store(tmp_path / "s.zarr") == _digest_store(tmp_path / "ref.zarr")
+
+
+def test_micro_batches_fit_the_memory_budget_and_keep_the_samples(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sample measured at 300 KiB (×1.25 slack) under sampling.memory_mib = 1 gives forward
+    batches of 2 instead of sampling.batch_size = 4, and the same store bytes as batches of 4;
+    at 2 MiB a sample no batch fits: MemoryBudgetError before anything is drawn or flagged."""
+    import certseg.sampling
+    from certseg.run.sample import default_sampler
+    from certseg.sampling import MemoryBudgetError
+    from tests.pipeline_fixtures import context_of, tiny_config_dict
+
+    batches: list[int] = []
+
+    def recording(image: np.ndarray, **kwargs: object) -> object:
+        batches.append(int(kwargs["batch_size"]))  # type: ignore[call-overload]
+        return default_sampler()(image, **kwargs)
+
+    def run(url: Path, memory_mib: int) -> None:
+        data = tiny_config_dict(models_dir, url)
+        data["sampling"]["memory_mib"] = memory_mib
+        ctx = context_of(data)
+        models = load_models(ctx)
+        prepare_store(ctx, models)
+        sample_shard(ctx, Shard(0, 0, 2), models=models, sampler=recording)
+
+    run(tmp_path / "wide.zarr", 2048)
+    assert set(batches) == {4}  # the tiny models' samples fit: sampling.batch_size as given
+    batches.clear()
+    monkeypatch.setattr(certseg.sampling, "measure_sample_bytes", lambda *a, **k: 300 * 2**10)
+    run(tmp_path / "split.zarr", 1)
+    assert set(batches) == {2}
+    assert _digest_store(tmp_path / "wide.zarr") == _digest_store(tmp_path / "split.zarr")
+    batches.clear()
+    monkeypatch.setattr(certseg.sampling, "measure_sample_bytes", lambda *a, **k: 2 * 2**20)
+    with pytest.raises(MemoryBudgetError, match=r"sampling.memory_mib = 1 MiB") as caught:
+        run(tmp_path / "none.zarr", 1)
+    assert "32x32" in str(caught.value) and "nothing was sampled" in str(caught.value)
+    assert batches == []
+    store = SampleStore.open(str(tmp_path / "none.zarr"))
+    assert not store.done_blocks(0.25, "none", "selection", 0).any()
