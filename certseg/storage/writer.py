@@ -5,11 +5,12 @@ block's chunks, then flag it done) and goes on drawing the next block while a si
 thread runs the jobs in submission order. Guarantees:
 
 - A job runs entirely in the writer thread, in order, so a block's flag is set only after its
-  own writes returned (the job writes, then flags), exactly as in a synchronous loop: a kill
-  leaves at most the block being written and the queued ones unflagged (`depth` bounds them),
-  and resume redoes them; the stored bytes are those of the synchronous loop.
-- Bounded: at most `depth` jobs wait; `submit` blocks while the queue is full, so memory holds
-  at most depth + 1 finished blocks besides the one being drawn.
+  own writes returned (the job writes, then flags), exactly as in a synchronous loop; the stored
+  bytes are those of the synchronous loop.
+- Bounded: at most `depth` submitted jobs are unfinished (queued or being written); `submit`
+  blocks until one finishes. With the default depth 1 the block just drawn waits for the
+  previous block's write to land, so a kill loses at most one finished block (the one being
+  written) besides the one being drawn, and memory holds at most one finished block.
 - Errors surface in the caller: the first exception a job raises is re-raised, as the same
   exception object (its type decides the flows' retries), by the next `submit` or by `close`;
   no later job runs after it (their blocks stay unflagged). `depth=0` runs each job inline in
@@ -44,7 +45,8 @@ class BlockWriter:
         self.depth = int(depth)
         self._error: BaseException | None = None
         self._closed = False
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, self.depth))
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._slots = threading.Semaphore(max(1, self.depth))  # unfinished jobs allowed
         self._thread: threading.Thread | None = None
         if self.depth > 0:
             self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -55,11 +57,13 @@ class BlockWriter:
             job = self._queue.get()
             if job is _STOP:
                 return
-            if self._error is None:
-                try:
+            try:
+                if self._error is None:
                     job()  # type: ignore[operator]
-                except BaseException as error:  # surfaced in the caller's thread
-                    self._error = error
+            except BaseException as error:  # surfaced in the caller's thread
+                self._error = error
+            finally:
+                self._slots.release()
 
     def check(self) -> None:
         """Re-raise the first error a job raised (in the caller's thread)."""
@@ -67,13 +71,18 @@ class BlockWriter:
             raise self._error
 
     def submit(self, job: Job) -> None:
-        """Queue `job` (blocks while `depth` jobs wait); re-raises an earlier job's error first."""
+        """Queue `job`, after waiting until fewer than `depth` jobs are unfinished; re-raises an
+        earlier job's error first (also one that ended while waiting)."""
         if self._closed:
             raise RuntimeError("BlockWriter.submit after close")
         self.check()
         if self._thread is None:
             job()
             return
+        self._slots.acquire()
+        if self._error is not None:
+            self._slots.release()
+            self.check()
         self._queue.put(job)
 
     def close(self) -> None:

@@ -26,12 +26,14 @@ def test_depth_zero_runs_inline() -> None:
     writer.close()
 
 
-def test_the_queue_is_bounded() -> None:
-    """With depth 1, submit blocks while one job runs and one waits."""
+@pytest.mark.parametrize("depth", [1, 2])
+def test_the_queue_is_bounded(depth: int) -> None:
+    """At most `depth` jobs unfinished: with depth 1 the next submit waits for the running job
+    (one finished block at risk); with depth 2 one more may wait."""
     release = threading.Event()
     started = threading.Event()
     submitted: list[int] = []
-    writer = BlockWriter(depth=1)
+    writer = BlockWriter(depth=depth)
 
     def slow() -> None:
         started.set()
@@ -46,7 +48,7 @@ def test_the_queue_is_bounded() -> None:
     thread.start()
     assert started.wait(10)
     thread.join(0.3)
-    assert submitted == [0, 1]  # job 0 runs, job 1 waits, job 2 blocks in submit
+    assert submitted == list(range(depth))  # job 0 runs; submit waits at `depth` unfinished
     release.set()
     thread.join(10)
     assert submitted == [0, 1, 2]
