@@ -249,9 +249,10 @@ def sample_shard(
     models: loaded on first need when None (a shard with nothing missing loads none).
     sampler: `certseg.sampling.sample_class_maps` by default. progress: see `Progress`.
     Each drawn block goes to a background writer (certseg.storage.writer.BlockWriter) that
-    writes its variants' chunks and then its flag while the next block is drawn; writer_depth
-    blocks may wait (0: write in this thread). The store's bytes are the same either way; an
-    error of a write is raised here; a kill leaves the blocks not yet written unflagged.
+    writes its variants' chunks and then its flag while the next block is drawn; at most
+    writer_depth drawn blocks are not yet written (0: write in this thread). The store's bytes
+    are the same either way; an error of a write is raised here; a kill leaves the blocks not
+    yet written unflagged. The forward batch is `plan_micro_batch`'s (sampling.memory_mib).
     """
     config = ctx.config
     store = SampleStore.open(
