@@ -7,12 +7,12 @@ n estimation samples per image, at family-wise level α with threshold τ. Valid
 
 `config_id` is the sha256 of the canonical JSON of exactly the parts that determine the stored
 samples (dataset, models used, variants' wiring, σ values, n0, n, seed, denoiser options, bf16,
-samples_per_chunk, health set, the sequential block when enabled). It excludes α, τ and the
-correction (recertify may change them), labels, batch size, device, threads, shards, store, tracking
-and Dask settings. Paths are hashed as written (no file is read). The model files' content is not
-part of config_id but is part of the store's identity: the store records one sha256 over the used
-model files (models_sha256) and refuses a run whose files differ; tracking logs each file's sha256
-as a lineage tag.
+samples_per_chunk — or chunk_mib when samples_per_chunk is not given —, health set, the
+sequential block when enabled). It excludes α, τ and the correction (recertify may change them),
+labels, batch size, device, threads, shards, store, tracking and Dask settings. Paths are hashed
+as written (no file is read). The model files' content is not part of config_id but is part of
+the store's identity: the store records one sha256 over the used model files (models_sha256) and
+refuses a run whose files differ; tracking logs each file's sha256 as a lineage tag.
 
 One schema per concept: the `dataset` section is a `certseg.data.spec.DatasetSpec`, each
 `segmenters` entry a `certseg.models.spec.SegmenterSpec` (named by its key), and n, α, τ and the
@@ -156,7 +156,13 @@ class SamplingConfig(_Frozen):
     """torch threads per process; None: cores // workers (certseg.run.resources)."""
     workers: int = Field(default=1, ge=1)
     """Shards sampled at once in one process (local task runner); capped at `shards`."""
-    samples_per_chunk: int = Field(default=100, ge=1)
+    memory_mib: int = Field(default=2048, ge=1)
+    """Working memory one forward batch may take per worker (noise, activations, logits): the
+    batch is lowered to fit (one sample measured first), or sampling stops before it starts."""
+    samples_per_chunk: int | None = Field(default=None, ge=1)
+    """Class maps per store chunk; None: as many as fit chunk_mib (certseg.storage.layout)."""
+    chunk_mib: float = Field(default=8.0, gt=0)
+    """Target uncompressed MiB of one sample chunk when samples_per_chunk is None."""
 
 
 class SequentialConfig(_Frozen):
@@ -408,6 +414,12 @@ class RunConfig(_Frozen):
             "seed": self.seed,
             "bf16": self.sampling.bf16,
             "samples_per_chunk": self.sampling.samples_per_chunk,
+            # the chunk target decides the layout only when samples_per_chunk is not given
+            **(
+                {"chunk_mib": self.sampling.chunk_mib}
+                if self.sampling.samples_per_chunk is None
+                else {}
+            ),
             "health": {"num_images": self.health.num_images, "split": self.health.split},
             **({"sequential": dumped["sequential"]} if self.look_schedule() else {}),
         }

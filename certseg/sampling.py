@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,12 +68,19 @@ def check_finite(
 ) -> None:
     """NonFiniteOutputError unless every value of the (B, ...) batch is finite.
 
-    One reduction on the success path; the failing batch items are located only on failure.
+    One reduction to a scalar (the float32 sum) on the success path, about 15× cheaper than
+    isfinite over every element at 19 × 1024 × 2048 (docs/benchmarks.md); the per-element check
+    runs only when the sum is not finite, and locates the failing batch items.
     model: who produced the values (e.g. "segmenter 'clean'"); where: the batch's context (σ,
     image, phase); indices: the sample index of each batch item, named in the message.
     """
     import torch
 
+    # A sum over the values is finite only when every value is (NaN and ±inf propagate), so one
+    # reduction to a scalar decides the common case; a finite batch whose float32 sum overflows
+    # falls through to the full per-element check, which then decides.
+    if bool(torch.isfinite(values.sum(dtype=torch.float32))):
+        return
     if bool(torch.isfinite(values).all()):
         return
     bad = (~torch.isfinite(values)).flatten(1).any(dim=1).nonzero().flatten().tolist()
@@ -84,6 +91,33 @@ def check_finite(
         "refused, nothing of it is stored or certified",
         items=items,
     )
+
+
+def argmax_classes(logits: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) logits → (B, H, W) class indices, identical to `logits.float().argmax(1)`.
+
+    A running maximum over the C class planes: a plane replaces the best so far only where it
+    is strictly greater, so ties go to the lowest class index, as torch.argmax's do. Logits of
+    any floating dtype are compared as they are (bf16 → float32 is exact and monotone, so the
+    order and the ties are those of the float32 values), without a float32 copy of the logits.
+    The logits must be finite (`check_finite` first: torch.argmax ranks NaN highest, this does
+    not). Returns uint8 for C ≤ 256, else int32; on the logits' device. About 2× faster than
+    torch.argmax over the strided class axis on the CPU (docs/benchmarks.md).
+    """
+    import torch
+
+    if logits.ndim != 4:
+        raise ValueError(f"logits must be (B, C, H, W), got {tuple(logits.shape)}")
+    classes = int(logits.shape[1])
+    dtype = torch.uint8 if classes <= 256 else torch.int32
+    best = logits[:, 0].clone()
+    index = torch.zeros(best.shape, dtype=dtype, device=logits.device)
+    for c in range(1, classes):
+        plane = logits[:, c]
+        greater = plane > best
+        index.masked_fill_(greater, c)
+        torch.maximum(best, plane, out=best)
+    return index
 
 
 @contextlib.contextmanager
@@ -117,9 +151,10 @@ def sample_class_maps(
     image: (3, H, W) float in [0, 1] units. sigma: noise std (> 0) in [0, 1] units. denoiser:
     None for the segmenter alone. segmenters: name → Segmenter (moved to `device`). Each noisy
     batch is denoised once and the same denoised batch goes to every segmenter; the class map is
-    the per-pixel argmax of the logits (ties → lowest class index). autocast_dtype: e.g.
-    torch.bfloat16 (see `bf16_supported`) for the denoiser and segmenters; the noise and x̃ are
-    float32. torch's thread count is the process's (certseg.run.models sets sampling.threads).
+    the per-pixel argmax of the logits (ties → lowest class index; `argmax_classes`).
+    autocast_dtype: e.g. torch.bfloat16 (see `bf16_supported`) for the denoiser and segmenters;
+    the noise and x̃ are float32. torch's thread count is the process's (certseg.run.models
+    sets sampling.threads).
     The noise is drawn on `device` (certseg.noise.sample_noise_batch): on the CPU, the CPU
     stream; on a CUDA device, that device's stream (certseg.noise.noise_stream names it).
     Returns name → (count, H, W) class maps on the CPU, dtype
@@ -127,6 +162,39 @@ def sample_class_maps(
     NonFiniteOutputError when the denoiser's output or a segmenter's logits are not all finite
     (the message names the model, σ, image, phase and sample indices).
     """
+    return _sample_class_maps(
+        image,
+        image_key=image_key,
+        phase=phase,
+        start=start,
+        count=count,
+        sigma=sigma,
+        seed=seed,
+        denoiser=denoiser,
+        segmenters=segmenters,
+        batch_size=batch_size,
+        device=device,
+        autocast_dtype=autocast_dtype,
+    )
+
+
+def _sample_class_maps(
+    image: np.ndarray | torch.Tensor,
+    *,
+    image_key: str,
+    phase: str,
+    start: int,
+    count: int,
+    sigma: float,
+    seed: int,
+    denoiser: DiffusionDenoiser | None,
+    segmenters: Mapping[str, Segmenter],
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, np.ndarray]:
+    """`sample_class_maps`'s body (called directly by `measure_sample_bytes`, so a probe is
+    not a sampler call to anything that wraps the public name)."""
     import torch
 
     if phase not in PHASES:
@@ -174,11 +242,11 @@ def sample_class_maps(
                 else:
                     inputs = _denoise(denoiser, noisy, sigma, where=where, indices=indices)
                 for name, segmenter in segmenters.items():
-                    logits = segmenter(inputs.float())
+                    logits = segmenter(inputs.float(), native_dtype=True)
                     check_finite(logits, model=f"segmenter {name!r}", where=where, indices=indices)
-                    labels = logits.float().argmax(dim=1)
+                    labels = argmax_classes(logits)
                     block = outputs[name][offset : offset + len(indices)]
-                    block[...] = labels.cpu().numpy().astype(block.dtype)
+                    block[...] = labels.cpu().numpy().astype(block.dtype, copy=False)
     return outputs
 
 
@@ -204,3 +272,114 @@ def _denoise(
         ) from error
     check_finite(denoised, model=label, where=where, indices=indices)
     return denoised
+
+
+MEMORY_SLACK: float = 1.25
+"""Factor from the tensor bytes `measure_sample_bytes` sees to the process memory they cost
+(allocator rounding, oneDNN workspaces, freed-but-kept pages): measured at 1024×2048 with the
+shipped denoiser and segmenter, 830 MiB of tensors raised the peak RSS by ~1000 MiB per sample
+(docs/benchmarks.md, memory section)."""
+
+
+class MemoryBudgetError(ValueError):
+    """One sample of the frame needs more memory than the configured budget."""
+
+
+def measure_sample_bytes(
+    image: np.ndarray | torch.Tensor,
+    *,
+    image_key: str,
+    seed: int,
+    sigma: float,
+    denoiser: DiffusionDenoiser | None,
+    segmenters: Mapping[str, Segmenter],
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> int:
+    """Peak bytes of the tensors one sample of `image` allocates through the sampling path
+    (noise, x̃, denoiser, every segmenter, argmax), on any device: selection sample 0 of the
+    image drawn as a batch of 1 (nothing is returned or stored; a non-finite output fails here
+    exactly as that sample would fail in sampling) while a torch dispatch mode counts
+    the bytes of every live tensor storage created. Model weights and the clean image, which
+    exist before the call, are not counted. Times MEMORY_SLACK ≈ what a sample adds to the
+    process's peak memory; a batch of B samples costs about B times that (measured: 830 / 1636
+    MiB of tensors for B = 1 / 2 at 1024×2048).
+    """
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LiveBytes(TorchDispatchMode):  # type: ignore[no-untyped-call]
+        """Sum of the storages of the tensors ops create, while they live; its maximum."""
+
+        def __init__(self) -> None:
+            super().__init__()  # type: ignore[no-untyped-call]
+            self.live = 0
+            self.peak = 0
+            self.storages: dict[int, int] = {}
+
+        def release(self, key: int) -> None:
+            self.live -= self.storages.pop(key, 0)
+
+        def __torch_dispatch__(
+            self,
+            func: Any,
+            types: Any,
+            args: Any = (),
+            kwargs: Any = None,
+        ) -> Any:
+            out = func(*args, **(kwargs or {}))
+            for value in tree_flatten(out)[0]:
+                if not isinstance(value, torch.Tensor):
+                    continue
+                storage = value.untyped_storage()
+                key, size = storage.data_ptr(), storage.nbytes()
+                if size == 0 or key in self.storages:
+                    continue
+                self.storages[key] = size
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(value, self.release, key)
+            return out
+
+    tracker = LiveBytes()
+    with tracker:
+        _sample_class_maps(
+            image,
+            image_key=image_key,
+            phase="selection",
+            start=0,
+            count=1,
+            sigma=sigma,
+            seed=seed,
+            denoiser=denoiser,
+            segmenters=segmenters,
+            batch_size=1,
+            device=device,
+            autocast_dtype=autocast_dtype,
+        )
+    return int(tracker.peak)
+
+
+def micro_batch_size(batch_size: int, sample_bytes: int, budget_bytes: int, *, what: str) -> int:
+    """The samples per forward batch: batch_size, lowered so that batch × sample_bytes ×
+    MEMORY_SLACK ≤ budget_bytes. MemoryBudgetError (naming `what`, the frame and model set,
+    the need and the budget) when not even one sample fits: raised before anything is drawn.
+    The class maps do not depend on the batch size (keyed noise), so the split is invisible in
+    the results."""
+    if batch_size < 1 or budget_bytes < 1:
+        raise ValueError(
+            f"batch_size and budget_bytes must be >= 1, got {batch_size}, {budget_bytes}"
+        )
+    need = max(1, int(sample_bytes * MEMORY_SLACK))
+    fit = budget_bytes // need
+    if fit < 1:
+        raise MemoryBudgetError(
+            f"one sample of {what} needs about {need / 2**20:.0f} MiB of working memory, more "
+            f"than sampling.memory_mib = {budget_bytes / 2**20:.0f} MiB: raise "
+            "sampling.memory_mib (if the machine has the memory), lower the denoiser's "
+            "resolution or the frame size (dataset.resize); nothing was sampled"
+        )
+    return int(min(batch_size, fit))

@@ -33,14 +33,14 @@ MINIMAL_CONFIG = {
     "n": 4,
 }
 MINIMAL_IDENTITY_JSON = (
-    '{"bf16":"auto","dataset":{"classes_file":null,"ignore_index":255,"kind":"synthetic",'
+    '{"bf16":"auto","chunk_mib":8.0,"dataset":{"classes_file":null,"ignore_index":255,"kind":"synthetic",'
     '"num_images":32,"resize":null,"root":null,"seed":0,"size":64,"split":"test","subset":null},'
     '"denoisers":{},"health":{"num_images":8,"split":"val"},"n":4,"n0":2,'
-    '"samples_per_chunk":100,"seed":0,"segmenters":{"s":{"family":"compact","mean":null,'
+    '"samples_per_chunk":null,"seed":0,"segmenters":{"s":{"family":"compact","mean":null,'
     '"num_classes":null,"options":{},"path":"m","std":null}},"sigmas":[0.5],'
     '"variants":[{"denoiser":null,"name":"v","segmenters":{"0.5":"s"}}]}'
 )
-MINIMAL_CONFIG_ID = "9dbd23f9fd623522fd23163e85681e5105d5df5f2db2c9ab358830c44989ca0b"
+MINIMAL_CONFIG_ID = "456ca50edfa15be986510815ab8a8d320f77774704701bd0380753888e723acd"
 
 
 def _tiny() -> dict:
@@ -156,6 +156,7 @@ def test_config_ids_are_pinned_literals() -> None:
         ("sigmas", [0.25], False),
         ("sampling.bf16", False, False),
         ("sampling.samples_per_chunk", 10, False),
+        ("sampling.chunk_mib", 16.0, False),
         ("dataset.num_images", 31, False),
         ("segmenters.s.path", "other", False),
     ],
@@ -190,6 +191,8 @@ def test_config_id_is_stable_and_ignores_non_sample_fields() -> None:
         ("sampling", "batch_size", 3),
         ("sampling", "device", "cuda"),
         ("sampling", "threads", 2),
+        ("sampling", "chunk_mib", 16.0),  # tiny gives samples_per_chunk: the target is unused
+        ("sampling", "memory_mib", 512),
         ("store", "url", "s3://bucket/x.zarr"),
         ("tracking", "uri", "http://mlflow:5000"),
         ("dask", "address", "tcp://sched:8786"),
@@ -303,15 +306,16 @@ def test_config_ids_of_the_shipped_configs_are_pinned() -> None:
 
 def test_serialized_configs_are_pinned() -> None:
     """The full JSON (the store's persisted config, before redaction) is pinned too. It changes
-    only on purpose, when a field outside config_id is added (sampling.workers, the `report`
-    section for the overlays); an older store's JSON still loads (the new fields' defaults)."""
+    only on purpose, when a field outside config_id is added (sampling.workers, memory_mib and
+    chunk_mib, the `report` section for the overlays); an older store's JSON still loads (the new
+    fields' defaults)."""
     digests = {
         name: hashlib.sha256(load_config(REPO / "configs" / name).to_json().encode()).hexdigest()
         for name in ("tiny.yaml", "demo.yaml")
     }
     assert digests == {
-        "tiny.yaml": "b9936e79d30611548cc9ea1b758140ae2fb4b333e3e0687589fd9ae76b365b1e",
-        "demo.yaml": "9db5cccb260c18bf51e59eef9f21436ecd3cbeadedf014903e069d45b47b706a",
+        "tiny.yaml": "6eba3d860db8bab8948d9e2983293478d278ea12ce806fdba9ae37959fb49ef3",
+        "demo.yaml": "0d600545ce27dcdd5e898ce8e0b63b1530a47e8b74a366ce365a9fda9fdbd3b6",
     }
 
 

@@ -11,9 +11,10 @@ from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
 from certseg.denoise import DiffusionDenoiser
+from certseg.errors import NonFiniteOutputError
 from certseg.models.segmenter import Segmenter
 from certseg.noise import sample_noise
-from certseg.sampling import bf16_supported, sample_class_maps
+from certseg.sampling import argmax_classes, bf16_supported, check_finite, sample_class_maps
 from certseg.storage.layout import class_map_dtype
 
 SIGMA = 0.5
@@ -411,3 +412,73 @@ def test_non_finite_denoiser_output_fails_the_batch(value: float) -> None:
     assert message.startswith("denoiser returned non-finite values")
     assert f"sigma={SIGMA}, image 'img-3', phase 'estimation', samples [11, 13]" in message
     assert "timestep" in message
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("classes", [2, 7, 19, 300])
+def test_argmax_classes_equals_torch_argmax_with_ties(dtype: torch.dtype, classes: int) -> None:
+    """The running maximum gives torch.argmax's labels bit for bit, ties to the lowest index:
+    logits drawn from a few values (ties everywhere), ±0.0 mixed, exact ties of all classes."""
+    generator = torch.Generator().manual_seed(classes)
+    values = torch.tensor([-1.5, -0.0, 0.0, 0.25, 3.0])
+    picks = torch.randint(0, len(values), (3, classes, 9, 11), generator=generator)
+    logits = values[picks].to(dtype)
+    logits[0, :, 0, 0] = 1.0  # every class tied: class 0
+    logits[1, :, 0, 0] = -1.0
+    logits[1, classes - 1, 0, 0] = 2.0  # the last class alone on top
+    wide = torch.randn((2, classes, 5, 7), generator=generator).to(dtype)  # few ties
+    for case in (logits, wide):
+        expected = case.float().argmax(dim=1)
+        labels = argmax_classes(case)
+        assert labels.dtype == (torch.uint8 if classes <= 256 else torch.int32)
+        assert torch.equal(labels.long(), expected)
+    assert int(argmax_classes(logits)[0, 0, 0]) == 0
+    assert int(argmax_classes(logits)[1, 0, 0]) == classes - 1
+
+
+def test_finite_check_falls_back_when_the_sum_overflows() -> None:
+    """Finite values whose float32 sum overflows pass (the per-element check decides); one
+    non-finite value among them fails, naming its batch item."""
+    big = torch.full((2, 3, 4, 4), 3.0e38)
+    check_finite(big, model="m", where="w")
+    big[1, 2, 3, 3] = float("nan")
+    with pytest.raises(NonFiniteOutputError) as caught:
+        check_finite(big, model="m", where="w", indices=[7, 8])
+    assert caught.value.items == (1,)
+    assert "samples [8]" in str(caught.value)
+    ninf = torch.zeros((2, 3, 4, 4), dtype=torch.bfloat16)
+    ninf[0, 0, 0, 0] = float("-inf")
+    with pytest.raises(NonFiniteOutputError):
+        check_finite(ninf, model="m", where="w")
+
+
+def test_measure_sample_bytes_scales_with_the_frame_and_counts_the_logits() -> None:
+    """The probe sees at least one sample's logits (C·H·W float32) and x̃ (3·H·W float32), and
+    grows about linearly with the pixels for a fully convolutional segmenter."""
+    from certseg.sampling import measure_sample_bytes
+
+    def measure(size: int) -> int:
+        return measure_sample_bytes(
+            image(size),
+            image_key="k",
+            seed=0,
+            sigma=SIGMA,
+            denoiser=None,
+            segmenters={"conv": conv_segmenter()},
+        )
+
+    small, large = measure(32), measure(64)
+    assert small >= (5 + 3) * 32 * 32 * 4
+    assert 3.0 < large / small < 5.0
+
+
+def test_micro_batch_size_fits_the_budget_or_refuses() -> None:
+    from certseg.sampling import MEMORY_SLACK, MemoryBudgetError, micro_batch_size
+
+    mib = 2**20
+    assert micro_batch_size(32, 10 * mib, 2048 * mib, what="f") == 32
+    assert micro_batch_size(32, 800 * mib, 2048 * mib, what="f") == 2  # 800 × 1.25 = 1000
+    assert micro_batch_size(32, int(2048 * mib / MEMORY_SLACK), 2048 * mib, what="f") == 1
+    message = r"frame 1024x2048.*1250 MiB.*memory_mib = 1000 MiB"
+    with pytest.raises(MemoryBudgetError, match=message):
+        micro_batch_size(32, 1000 * mib, 1000 * mib, what="frame 1024x2048")

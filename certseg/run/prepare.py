@@ -147,6 +147,7 @@ def prepare_store(ctx: RunContext, models: Models) -> PreparedStore:
         n0=config.n0,
         n=config.n,
         samples_per_chunk=config.sampling.samples_per_chunk,
+        chunk_bytes=max(1, round(config.sampling.chunk_mib * 2**20)),
         health_ids=health_ids,
         health_manifest_sha256=health_sha,
         models_sha256=models_sha256(ctx),

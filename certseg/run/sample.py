@@ -1,14 +1,16 @@
 """Sample a shard: draw every missing sample block of its images and write it to the store.
 
 For each image, σ and denoiser group, the sampler (`certseg.sampling.sample_class_maps`) is
-called once per sample block (one denoiser pass feeds every segmenter of the group); each
-variant's class maps are written to its chunk, then the block's completion flag. Blocks already
+called once per sample block (one denoiser pass feeds every segmenter of the group); a
+background writer (`certseg.storage.writer.BlockWriter`) writes each variant's class maps to its
+chunk, then the block's completion flag, while the next block is drawn. Blocks already
 flagged are skipped, so a re-run resumes where a killed run stopped. Each image is loaded (decoded)
 once per shard, and only when something of it is missing; models load on first need.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from certseg.run.context import RunContext
 from certseg.run.models import Models, load_models, sampling_precision
 from certseg.storage import PHASES_STORED, SampleStore, sigma_key
 from certseg.storage.store import check_noise_stream, check_sampling_precision
+from certseg.storage.writer import BlockWriter
 
 if TYPE_CHECKING:
     from certseg.data.base import Example, SegmentationDataset
@@ -125,9 +128,11 @@ def draw_block(
     phase: str,
     start: int,
     count: int,
+    batch_size: int | None = None,
 ) -> Mapping[str, np.ndarray]:
     """Samples [start, start + count) of one image in `phase` at σ through denoiser `group`
-    ("none": no denoiser), class maps per named segmenter: {name: (count, H, W)}."""
+    ("none": no denoiser), class maps per named segmenter: {name: (count, H, W)}, in forward
+    batches of batch_size (None: sampling.batch_size; see `plan_micro_batch`)."""
     return sampler(
         example.image,
         image_key=example.image_id,
@@ -138,7 +143,7 @@ def draw_block(
         seed=ctx.config.seed,
         denoiser=None if group == "none" else models.denoisers[group],
         segmenters={name: models.segmenters[name] for name in segmenters},
-        batch_size=ctx.config.sampling.batch_size,
+        batch_size=ctx.config.sampling.batch_size if batch_size is None else batch_size,
         device=models.device,
         autocast_dtype=models.autocast_dtype,
     )
@@ -172,6 +177,64 @@ class _ModelsOnDemand:
         return self.models
 
 
+def plan_micro_batch(
+    ctx: RunContext,
+    models: Models,
+    example: Example,
+    *,
+    sigma: float,
+    group: str,
+    segmenters: Sequence[str],
+    max_pixels: int,
+) -> int:
+    """The forward batch for denoiser `group` and `segmenters`: sampling.batch_size, lowered so
+    a batch of the largest frame (max_pixels) fits sampling.memory_mib. One sample of `example`
+    is measured (`certseg.sampling.measure_sample_bytes`) and scaled to max_pixels;
+    MemoryBudgetError before anything is drawn when one sample does not fit. The class maps do
+    not depend on the batch (keyed noise), so neither do the stored samples."""
+    from certseg.sampling import measure_sample_bytes, micro_batch_size
+
+    height, width = example.image.shape[-2:]
+    measured = measure_sample_bytes(
+        example.image,
+        image_key=example.image_id,
+        seed=ctx.config.seed,
+        sigma=sigma,
+        denoiser=None if group == "none" else models.denoisers[group],
+        segmenters={name: models.segmenters[name] for name in segmenters},
+        device=models.device,
+        autocast_dtype=models.autocast_dtype,
+    )
+    scaled = measured * max(1.0, max_pixels / (int(height) * int(width)))
+    return micro_batch_size(
+        ctx.config.sampling.batch_size,
+        int(scaled),
+        ctx.config.sampling.memory_mib * 2**20,
+        what=(
+            f"{int(height)}x{int(width)} (largest frame {max_pixels} pixels) through denoiser "
+            f"group {group!r} and segmenters {list(segmenters)}"
+        ),
+    )
+
+
+def write_block(
+    store: SampleStore,
+    maps: Mapping[str, np.ndarray],
+    *,
+    sigma: float,
+    group: str,
+    phase: str,
+    image: int,
+    block: int,
+    start: int,
+) -> None:
+    """Write one sample block: each variant's (count, H, W) class maps (variant → maps) to its
+    chunk, then the block's completion flag (only after every write returned)."""
+    for variant, variant_maps in maps.items():
+        store.write_samples(sigma, variant, phase, image, start, variant_maps)
+    store.mark_done(sigma, group, phase, image, block)
+
+
 def sample_shard(
     ctx: RunContext,
     shard: Shard,
@@ -179,11 +242,17 @@ def sample_shard(
     models: Models | None = None,
     sampler: Sampler | None = None,
     progress: Progress | None = None,
+    writer_depth: int = 1,
 ) -> ShardReport:
     """Sample every missing block of the images in `shard` and write them to the store.
 
     models: loaded on first need when None (a shard with nothing missing loads none).
     sampler: `certseg.sampling.sample_class_maps` by default. progress: see `Progress`.
+    Each drawn block goes to a background writer (certseg.storage.writer.BlockWriter) that
+    writes its variants' chunks and then its flag while the next block is drawn; at most
+    writer_depth drawn blocks are not yet written (0: write in this thread). The store's bytes
+    are the same either way; an error of a write is raised here; a kill leaves the blocks not
+    yet written unflagged. The forward batch is `plan_micro_batch`'s (sampling.memory_mib).
     """
     config = ctx.config
     store = SampleStore.open(
@@ -196,59 +265,84 @@ def sample_shard(
     sampled = skipped = samples = 0
     seconds = 0.0
     per_sigma: dict[str, dict[str, float]] = {}
-    for image in range(shard.start, shard.stop):
-        image_id = store.image_ids[image]
-        if image_id not in positions:
-            raise ValueError(
-                f"image {image_id!r} of store {redact_url(ctx.store_url)!r} is not in the "
-                f"dataset {dataset.name!r} any more"
-            )
-        example: Example | None = None
-        for name in config.used_segmenters():
-            if not store.clean_done(name, image):
-                example = example or dataset.load(positions[image_id])
-                active = on_demand.get()
-                prediction = predict_clean(
-                    active.segmenters[name], example.image, active.device, image_key=image_id
+    max_pixels = int(np.prod(store.image_shapes, axis=1).max())
+    # (denoiser group, segmenters) → forward batch, measured on first need
+    micro_batches: dict[tuple[str, tuple[str, ...]], int] = {}
+    with BlockWriter(writer_depth) as writer:
+        for image in range(shard.start, shard.stop):
+            image_id = store.image_ids[image]
+            if image_id not in positions:
+                raise ValueError(
+                    f"image {image_id!r} of store {redact_url(ctx.store_url)!r} is not in the "
+                    f"dataset {dataset.name!r} any more"
                 )
-                store.write_clean(name, image, prediction)
-        for sigma in config.sigmas:
-            stats = per_sigma.setdefault(sigma_key(sigma), {"samples": 0.0, "seconds": 0.0})
-            for group, variant_names in config.denoiser_groups().items():
-                wiring = {v: config.variant(v).segmenter_for(sigma) for v in variant_names}
-                for phase in PHASES_STORED:
-                    done = store.done_blocks(sigma, group, phase, image)
-                    for block, (start, stop) in enumerate(store.blocks(phase)):
-                        if done[block]:
-                            skipped += 1
-                            if progress is not None:
-                                progress(stop - start, True)
-                            continue
-                        example = example or dataset.load(positions[image_id])
-                        began = time.perf_counter()
-                        maps = draw_block(
-                            ctx,
-                            on_demand.get(),
-                            sampler,
-                            example,
-                            sigma=sigma,
-                            group=group,
-                            segmenters=sorted(set(wiring.values())),
-                            phase=phase,
-                            start=start,
-                            count=stop - start,
-                        )
-                        elapsed = time.perf_counter() - began
-                        for variant, segmenter_name in wiring.items():
-                            store.write_samples(
-                                sigma, variant, phase, image, start, maps[segmenter_name]
+            example: Example | None = None
+            for name in config.used_segmenters():
+                if not store.clean_done(name, image):
+                    example = example or dataset.load(positions[image_id])
+                    active = on_demand.get()
+                    prediction = predict_clean(
+                        active.segmenters[name], example.image, active.device, image_key=image_id
+                    )
+                    store.write_clean(name, image, prediction)
+            for sigma in config.sigmas:
+                stats = per_sigma.setdefault(sigma_key(sigma), {"samples": 0.0, "seconds": 0.0})
+                for group, variant_names in config.denoiser_groups().items():
+                    wiring = {v: config.variant(v).segmenter_for(sigma) for v in variant_names}
+                    for phase in PHASES_STORED:
+                        done = store.done_blocks(sigma, group, phase, image)
+                        for block, (start, stop) in enumerate(store.blocks(phase)):
+                            if done[block]:
+                                skipped += 1
+                                if progress is not None:
+                                    progress(stop - start, True)
+                                continue
+                            example = example or dataset.load(positions[image_id])
+                            segmenters = sorted(set(wiring.values()))
+                            batch_key = (group, tuple(segmenters))
+                            if batch_key not in micro_batches:
+                                micro_batches[batch_key] = plan_micro_batch(
+                                    ctx,
+                                    on_demand.get(),
+                                    example,
+                                    sigma=sigma,
+                                    group=group,
+                                    segmenters=segmenters,
+                                    max_pixels=max_pixels,
+                                )
+                            began = time.perf_counter()
+                            maps = draw_block(
+                                ctx,
+                                on_demand.get(),
+                                sampler,
+                                example,
+                                sigma=sigma,
+                                group=group,
+                                segmenters=segmenters,
+                                phase=phase,
+                                start=start,
+                                count=stop - start,
+                                batch_size=micro_batches[batch_key],
                             )
-                        store.mark_done(sigma, group, phase, image, block)
-                        sampled += 1
-                        samples += stop - start
-                        seconds += elapsed
-                        stats["samples"] += (stop - start) * len(wiring)
-                        stats["seconds"] += elapsed
-                        if progress is not None:
-                            progress(stop - start, False)
+                            elapsed = time.perf_counter() - began
+                            writer.submit(
+                                functools.partial(
+                                    write_block,
+                                    store,
+                                    {v: maps[name] for v, name in wiring.items()},
+                                    sigma=sigma,
+                                    group=group,
+                                    phase=phase,
+                                    image=image,
+                                    block=block,
+                                    start=start,
+                                )
+                            )
+                            sampled += 1
+                            samples += stop - start
+                            seconds += elapsed
+                            stats["samples"] += (stop - start) * len(wiring)
+                            stats["seconds"] += elapsed
+                            if progress is not None:
+                                progress(stop - start, False)
     return ShardReport(shard.index, sampled, skipped, samples, seconds, per_sigma)

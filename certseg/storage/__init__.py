@@ -13,6 +13,7 @@ from certseg.storage.ownership import LockPolicy
 from certseg.storage.store import (
     SampleStore,
     StoreError,
+    StoreLayoutError,
     StoreLockedError,
     StoreMismatchError,
     open_zarr_store,
@@ -25,6 +26,7 @@ __all__ = [
     "LockPolicy",
     "SampleStore",
     "StoreError",
+    "StoreLayoutError",
     "StoreLockedError",
     "StoreMismatchError",
     "StoreTemplate",

@@ -1,13 +1,13 @@
 """The sample store's layout: every array's name, dims, dtype, chunks and fill (docs/storage.md).
 
-Layout version 1. N images, padded to the largest (H_max, W_max); `image_shape` holds each image's
+Layout version 2. N images, padded to the largest (H_max, W_max); `image_shape` holds each image's
 true (H, W) and readers crop to it. Every per-image array has one image per chunk, so a shard (a
 contiguous image range) owns whole chunks and concurrent writers never share one.
 
     image_shape                                (image, axis)          int32   chunks (N, 2)
     targets                                    (image, y, x)          int32   chunks (1, H, W)
-    samples/<sigma>/<variant>/selection        (image, sample, y, x)  u8|u16  chunks (1, b0, H, W)
-    samples/<sigma>/<variant>/estimation       (image, sample, y, x)  u8|u16  chunks (1, b, H, W)
+    samples/<sigma>/<variant>/selection        (image, sample, y, x)  u8|u16  chunks (1, b0, r, W)
+    samples/<sigma>/<variant>/estimation       (image, sample, y, x)  u8|u16  chunks (1, b, r, W)
     done/<sigma>/<group>/selection|estimation  (image, block)         uint8   chunks (1, 1)
     clean/<segmenter>                          (image, y, x)          u8|u16  chunks (1, H, W)
     done/clean/<segmenter>                     (image,)               uint8   chunks (1,)
@@ -22,7 +22,14 @@ writes of identical samples) never erase each other's flags; stores made with on
 per image (chunks (1, blocks)) read and resume the same.
 
 <sigma> is `sigma_key(σ)` ("sigma_0.25"); <group> is a denoiser key or "none". b0 = min(n0,
-samples_per_chunk), b = min(n, samples_per_chunk). targets hold the dataset's ignore_index outside
+samples_per_chunk), b = min(n, samples_per_chunk), r = chunk_rows: by default chosen from the
+frame size and a target chunk size (`sample_chunking`: as many whole class maps as fit
+chunk_bytes, 8 MiB unless configured; a map larger than that is split into bands of rows, one
+map per chunk); an explicit samples_per_chunk keeps whole maps (r = H). A sample block (the unit
+of sampling, writing and flagging) is one chunk along the sample axis and spans all its row
+bands, so one writer writes whole chunks. Layout 2 differs from 1 by this chunking (1:
+samples_per_chunk = 100 whole maps by default) and the chunk_bytes and chunk_rows attributes;
+stores of another layout_version are refused. targets hold the dataset's ignore_index outside
 each image and where ignored. counts/.../n is the number of estimation samples the stored counts
 used (0: not computed); health fields are [correct, valid] pixel counts of one noisy draw
 (-1: not run).
@@ -34,7 +41,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+"""The on-disk contract's version (docs/storage.md); a store of another version is refused."""
+
+DEFAULT_CHUNK_BYTES: Final[int] = 8 * 2**20
+"""Target (uncompressed) bytes of one sample chunk when samples_per_chunk is not given: 4 class
+maps of 1024×2048 uint8 (about 0.6 MiB stored with zstd at the measured 150 KB per map)."""
 PHASES_STORED: tuple[str, ...] = ("selection", "estimation")
 """Sampling phases whose class maps are stored (the health phase stores only pixel counts)."""
 
@@ -81,6 +93,25 @@ def class_map_dtype(num_classes: int) -> str:
     return "uint8" if num_classes <= UINT8_CLASSES else "uint16"
 
 
+def sample_chunking(frame: tuple[int, int], itemsize: int, chunk_bytes: int) -> tuple[int, int]:
+    """(samples per chunk, rows per chunk) of a sample array whose class maps are `frame` =
+    (H, W) of `itemsize` bytes per pixel, for a target of `chunk_bytes` (uncompressed) per chunk.
+
+    As many whole maps as fit the target (at least one); a single map larger than the target is
+    split into bands of as many rows as fit (at least one row; one map per chunk). The result
+    depends only on its arguments, so the chunking of a store is a function of its template.
+    """
+    height, width = frame
+    if height < 1 or width < 1 or itemsize < 1:
+        raise ValueError(f"frame {frame} and itemsize {itemsize} must be >= 1")
+    if chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
+    frame_bytes = height * width * itemsize
+    if frame_bytes <= chunk_bytes:
+        return chunk_bytes // frame_bytes, height
+    return 1, max(1, chunk_bytes // (width * itemsize))
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     """One array of the layout: path, shape, chunks, dtype name, fill value, dimension names."""
@@ -119,7 +150,8 @@ class StoreTemplate:
     groups: dict[str, tuple[str, ...]]
     n0: int
     n: int
-    samples_per_chunk: int
+    samples_per_chunk: int | None
+    """Class maps per sample chunk; None: from the frame size and chunk_bytes (`chunking`)."""
     health_ids: tuple[str, ...] = ()
     health_manifest_sha256: str = ""
     models_sha256: str = ""
@@ -132,6 +164,8 @@ class StoreTemplate:
     """Which generator drew the noise (certseg.noise.noise_stream: "torch-cpu", or the CUDA stream
     of one GPU kind): the same key gives other noise on another stream ("": not recorded, older
     stores, which were all drawn on the CPU)."""
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    """Target uncompressed bytes per sample chunk, used when samples_per_chunk is None."""
 
     def __post_init__(self) -> None:
         if len(self.image_ids) != len(self.image_shapes):
@@ -143,9 +177,14 @@ class StoreTemplate:
             raise ValueError("StoreTemplate.image_ids: at least one image is required")
         if self.num_classes < 1:
             raise ValueError(f"StoreTemplate.num_classes must be >= 1, got {self.num_classes}")
-        for name in ("n0", "n", "samples_per_chunk"):
+        for name in ("n0", "n", "chunk_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StoreTemplate.{name} must be >= 1, got {getattr(self, name)}")
+        if self.samples_per_chunk is not None and self.samples_per_chunk < 1:
+            raise ValueError(
+                "StoreTemplate.samples_per_chunk must be >= 1 or None, got "
+                f"{self.samples_per_chunk}"
+            )
         grouped = sorted(v for names in self.groups.values() for v in names)
         if grouped != sorted(self.variants):
             raise ValueError("StoreTemplate.groups must partition the variants")
@@ -163,10 +202,20 @@ class StoreTemplate:
             max(w for _, w in self.image_shapes),
         )
 
+    @property
+    def chunking(self) -> tuple[int, int]:
+        """(samples per chunk, rows per chunk) of the sample arrays: the explicit
+        samples_per_chunk with whole maps, or `sample_chunking(max_shape, itemsize,
+        chunk_bytes)`."""
+        if self.samples_per_chunk is not None:
+            return self.samples_per_chunk, self.max_shape[0]
+        itemsize = 1 if self.class_dtype == "uint8" else 2
+        return sample_chunking(self.max_shape, itemsize, self.chunk_bytes)
+
     def block_size(self, phase: str) -> int:
         """Samples per chunk (a sample block) in a phase."""
         total = self.phase_total(phase)
-        return min(total, self.samples_per_chunk)
+        return min(total, self.chunking[0])
 
     def phase_total(self, phase: str) -> int:
         """n0 for selection, n for estimation."""
@@ -188,6 +237,7 @@ class StoreTemplate:
         """Every array of the layout (the frozen contract; see the module docstring)."""
         num = len(self.image_ids)
         h, w = self.max_shape
+        rows = self.chunking[1]
         cls = self.class_dtype
         specs = [
             ArraySpec("image_shape", (num, 2), (num, 2), "int32", 0, DIMENSIONS["image_shape"]),
@@ -204,7 +254,7 @@ class StoreTemplate:
                         ArraySpec(
                             f"samples/{key}/{variant}/{phase}",
                             (num, total, h, w),
-                            (1, block, h, w),
+                            (1, block, rows, w),
                             cls,
                             0,
                             DIMENSIONS["samples"],
@@ -285,7 +335,9 @@ class StoreTemplate:
             "groups": {k: list(v) for k, v in self.groups.items()},
             "n0": self.n0,
             "n": self.n,
-            "samples_per_chunk": self.samples_per_chunk,
+            "samples_per_chunk": self.chunking[0],
+            "chunk_rows": self.chunking[1],
+            "chunk_bytes": self.chunk_bytes if self.samples_per_chunk is None else None,
             "health_ids": list(self.health_ids),
             "health_manifest_sha256": self.health_manifest_sha256,
             "models_sha256": self.models_sha256,

@@ -50,6 +50,24 @@ class StoreMismatchError(StoreError):
     """The store was written under another config_id; nothing is overwritten."""
 
 
+class StoreLayoutError(StoreError):
+    """The store was written in another layout version than this code reads and writes."""
+
+
+def check_layout_version(url: str, attrs: Mapping[str, Any]) -> None:
+    """StoreLayoutError unless the store's layout_version is LAYOUT_VERSION; the message names
+    the store, the version found and the one expected, and what to do."""
+    found = attrs.get("layout_version")
+    if found != LAYOUT_VERSION:
+        raise StoreLayoutError(
+            f"store {redact_url(url)!r} has layout_version {found!r}, but this certseg reads "
+            f"and writes layout_version {LAYOUT_VERSION} (docs/storage.md): sample into a new "
+            "store URL (the samples are the same: the noise is keyed per sample), or read this "
+            "store with the certseg version that wrote it (its code_version attribute); "
+            "nothing was changed"
+        )
+
+
 class StoreLockedError(StoreError):
     """Another creator holds the store's creation lock and waiting for it ended without a store."""
 
@@ -84,6 +102,8 @@ def _check_ownership(url: str, location: StoreLocation, state: StoreState, confi
             "certseg creates a store only in a new or empty folder and never deletes or "
             "overwrites anything else; use another store URL (nothing was changed)"
         )
+    if state.kind == "certseg" and state.attrs is not None:
+        check_layout_version(url, state.attrs)
     # config_id None: only half-written lock objects (a creator killed within microseconds)
     if state.kind == "certseg" and state.config_id not in (None, config_id):
         raise StoreMismatchError(
@@ -305,11 +325,7 @@ class SampleStore:
             raise StoreError(
                 f"{redact_url(url)!r} is not a certseg sample store (no config_id attribute)"
             )
-        if attrs.get("layout_version") != LAYOUT_VERSION:
-            raise StoreError(
-                f"store {redact_url(url)!r} has layout_version {attrs.get('layout_version')}, "
-                f"this code reads {LAYOUT_VERSION}"
-            )
+        check_layout_version(url, attrs)
         if not attrs.get("template_complete"):
             raise StoreError(
                 f"store {redact_url(url)!r} was not completely created (no template_complete)"
@@ -425,8 +441,11 @@ class SampleStore:
                 f"maps must hold class indices in [0, {self.num_classes}), got values in "
                 f"[{int(maps.min())}, {int(maps.max())}]"
             )
-        full = np.zeros((count, *array.shape[2:]), dtype=array.dtype)
-        full[:, :h, :w] = maps
+        if (h, w) == tuple(array.shape[2:]):
+            full = np.ascontiguousarray(maps, dtype=array.dtype)  # no padding: no copy
+        else:
+            full = np.zeros((count, *array.shape[2:]), dtype=array.dtype)
+            full[:, :h, :w] = maps
         array[image, start : start + count] = full
 
     def read_samples(

@@ -91,7 +91,7 @@ def test_any_doubt_runs_the_normal_path(
     before = store.group[path][3]
     store.group[path][3] = 0 * before
     try:
-        assert not flags.size == 0 and finished_run(ctx) is None
+        assert flags.size != 0 and finished_run(ctx) is None
     finally:
         store.group[path][3] = before
     assert finished_run(ctx) is not None

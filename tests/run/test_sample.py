@@ -172,3 +172,114 @@ def test_nan_on_the_clean_image_fails_before_anything_is_written(
         sample_shard(ctx, Shard(0, 0, 1), models=models)
     assert not store.clean_done("clean", 0)
     assert not store.done_blocks(0.25, "none", "selection", 0).any()
+
+
+def _digest_store(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "zarr.json"
+    }
+
+
+def test_background_writer_writes_the_same_store_as_the_synchronous_loop(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """Every chunk (samples, flags, clean predictions) byte for byte, writer depth 0 / 1 / 3."""
+    digests = []
+    for depth in (0, 1, 3):
+        url = tmp_path / f"d{depth}.zarr"
+        ctx = tiny_context(models_dir, url)
+        models = load_models(ctx)
+        prepare_store(ctx, models)
+        for shard in plan_shards(4, 2):
+            sample_shard(ctx, shard, models=models, sampler=CountingSampler(), writer_depth=depth)
+        digests.append(_digest_store(url))
+    assert digests[0].keys() == digests[1].keys() == digests[2].keys()
+    assert any(k.startswith("samples/") for k in digests[0])
+    assert digests[0] == digests[1] == digests[2]
+
+
+def test_a_failing_write_fails_the_shard_and_flags_only_what_landed(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 5th block write raises in the writer thread: sample_shard raises that error; the
+    blocks written before it are flagged, that block and every later one are not; a re-run
+    draws exactly the unflagged blocks and ends with the reference store."""
+    ctx = tiny_context(models_dir, tmp_path / "s.zarr")
+    models = load_models(ctx)
+    prepare_store(ctx, models)
+    original = SampleStore.write_samples
+    calls = {"n": 0}
+
+    def flaky(self: SampleStore, *args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError("object store refused the write")
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SampleStore, "write_samples", flaky)
+    sampler = CountingSampler()
+    with pytest.raises(OSError, match="refused the write"):
+        sample_shard(ctx, Shard(0, 0, 1), models=models, sampler=sampler)
+    monkeypatch.setattr(SampleStore, "write_samples", original)
+    store = SampleStore.open(str(tmp_path / "s.zarr"))
+    flagged = sum(
+        int(store.done_blocks(sigma, group, phase, 0).sum())
+        for sigma in ctx.config.sigmas
+        for group in ctx.config.denoiser_groups()
+        for phase in ("selection", "estimation")
+    )
+    # group "none" writes 2 variants per block, so writes 1-4 are its first 2 blocks
+    assert flagged == 2
+    assert sampler.calls >= 3  # the writer overlapped the drawing of the next blocks
+    again = CountingSampler()
+    sample_shard(ctx, Shard(0, 0, 1), models=models, sampler=again)
+    total = 2 * 2 * 4  # σ × groups × blocks per image
+    assert again.calls == total - 2
+    reference = tiny_context(models_dir, tmp_path / "ref.zarr")
+    prepare_store(reference, models)
+    sample_shard(reference, Shard(0, 0, 1), models=models, sampler=CountingSampler())
+    assert _digest_store(tmp_path / "s.zarr") == _digest_store(tmp_path / "ref.zarr")
+
+
+def test_micro_batches_fit_the_memory_budget_and_keep_the_samples(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sample measured at 300 KiB (×1.25 slack) under sampling.memory_mib = 1 gives forward
+    batches of 2 instead of sampling.batch_size = 4, and the same store bytes as batches of 4;
+    at 2 MiB a sample no batch fits: MemoryBudgetError before anything is drawn or flagged."""
+    import certseg.sampling
+    from certseg.run.sample import default_sampler
+    from certseg.sampling import MemoryBudgetError
+    from tests.pipeline_fixtures import context_of, tiny_config_dict
+
+    batches: list[int] = []
+
+    def recording(image: np.ndarray, **kwargs: object) -> object:
+        batches.append(int(kwargs["batch_size"]))  # type: ignore[call-overload]
+        return default_sampler()(image, **kwargs)
+
+    def run(url: Path, memory_mib: int) -> None:
+        data = tiny_config_dict(models_dir, url)
+        data["sampling"]["memory_mib"] = memory_mib
+        ctx = context_of(data)
+        models = load_models(ctx)
+        prepare_store(ctx, models)
+        sample_shard(ctx, Shard(0, 0, 2), models=models, sampler=recording)
+
+    run(tmp_path / "wide.zarr", 2048)
+    assert set(batches) == {4}  # the tiny models' samples fit: sampling.batch_size as given
+    batches.clear()
+    monkeypatch.setattr(certseg.sampling, "measure_sample_bytes", lambda *a, **k: 300 * 2**10)
+    run(tmp_path / "split.zarr", 1)
+    assert set(batches) == {2}
+    assert _digest_store(tmp_path / "wide.zarr") == _digest_store(tmp_path / "split.zarr")
+    batches.clear()
+    monkeypatch.setattr(certseg.sampling, "measure_sample_bytes", lambda *a, **k: 2 * 2**20)
+    with pytest.raises(MemoryBudgetError, match=r"sampling.memory_mib = 1 MiB") as caught:
+        run(tmp_path / "none.zarr", 1)
+    assert "32x32" in str(caught.value) and "nothing was sampled" in str(caught.value)
+    assert batches == []
+    store = SampleStore.open(str(tmp_path / "none.zarr"))
+    assert not store.done_blocks(0.25, "none", "selection", 0).any()

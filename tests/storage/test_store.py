@@ -17,7 +17,13 @@ from certseg.storage import (
     StoreTemplate,
     sigma_key,
 )
-from certseg.storage.layout import UINT8_CLASSES, class_map_dtype
+from certseg.storage.layout import (
+    DEFAULT_CHUNK_BYTES,
+    UINT8_CLASSES,
+    class_map_dtype,
+    sample_chunking,
+)
+from certseg.storage.store import StoreLayoutError
 
 
 def _template(config_id: str = "a" * 64, **overrides: object) -> StoreTemplate:
@@ -144,10 +150,13 @@ def test_layout_is_frozen(store: SampleStore) -> None:
         "n0",
         "n",
         "samples_per_chunk",
+        "chunk_rows",
+        "chunk_bytes",
         "template_complete",
     ):
         assert key in attrs, key
-    assert attrs["layout_version"] == LAYOUT_VERSION == 1
+    assert attrs["layout_version"] == LAYOUT_VERSION == 2
+    assert (attrs["samples_per_chunk"], attrs["chunk_rows"], attrs["chunk_bytes"]) == (4, 8, None)
     assert attrs["image_ids"] == ["img-a", "img-b", "img-c"]
 
 
@@ -390,3 +399,101 @@ def test_a_store_refuses_samples_of_another_noise_stream(tmp_path: Path) -> None
     check_noise_stream(url, {}, "torch-cpu")  # older stores: drawn on the CPU
     with pytest.raises(StoreMismatchError):
         check_noise_stream(url, {}, "torch-cuda-philox/sm132x2048")
+
+
+def _spec(template: StoreTemplate, path: str) -> Any:
+    return next(spec for spec in template.array_specs() if spec.path == path)
+
+
+def test_chunks_from_the_frame_size_and_the_target() -> None:
+    """Default (samples_per_chunk None): as many whole maps as fit 8 MiB; at 1024×2048 uint8
+    (2 MiB a map) that is 4, at 64×64 the whole phase; a uint16 map above the target is split
+    into row bands (one map per chunk); an explicit samples_per_chunk keeps whole maps."""
+    city = _template(
+        image_ids=("a",),
+        image_shapes=((1024, 2048),),
+        samples_per_chunk=None,
+        n0=10,
+        n=100,
+        health_ids=(),
+    )
+    assert city.chunk_bytes == DEFAULT_CHUNK_BYTES == 8 * 2**20
+    assert city.chunking == (4, 1024)
+    assert _spec(city, "samples/sigma_0.25/plain/estimation").chunks == (1, 4, 1024, 2048)
+    assert _spec(city, "samples/sigma_0.25/plain/selection").chunks == (1, 4, 1024, 2048)
+    assert (city.num_blocks("selection"), city.num_blocks("estimation")) == (3, 25)
+    assert _spec(city, "done/sigma_0.25/none/estimation").shape == (1, 25)
+    attrs = city.root_attrs()
+    assert (attrs["samples_per_chunk"], attrs["chunk_rows"]) == (4, 1024)
+    assert attrs["chunk_bytes"] == DEFAULT_CHUNK_BYTES
+    small = _template(samples_per_chunk=None, n=100)
+    assert small.block_size("estimation") == 100  # 8x8 maps: the whole phase in one chunk
+    wide = _template(
+        image_ids=("a",),
+        image_shapes=((3000, 4000),),
+        samples_per_chunk=None,
+        num_classes=300,
+        class_names=tuple(str(i) for i in range(300)),
+        health_ids=(),
+    )
+    chunks = _spec(wide, "samples/sigma_0.25/plain/estimation").chunks
+    assert chunks == (1, 1, DEFAULT_CHUNK_BYTES // (4000 * 2), 4000)
+    assert chunks[2] * chunks[3] * 2 <= DEFAULT_CHUNK_BYTES
+    explicit = _template(image_ids=("a",), image_shapes=((1024, 2048),), health_ids=())
+    assert _spec(explicit, "samples/sigma_0.25/plain/estimation").chunks == (1, 4, 1024, 2048)
+    assert explicit.root_attrs()["chunk_bytes"] is None
+    assert sample_chunking((4, 4), 1, 10) == (1, 2)
+    assert sample_chunking((4, 4), 1, 1) == (1, 1)
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        sample_chunking((4, 4), 1, 0)
+
+
+def test_row_banded_chunks_round_trip(tmp_path: Path) -> None:
+    """Maps split into row bands: a block write covers whole chunks of every band and reads
+    back; an unpadded image is written without the padded copy."""
+    template = _template(samples_per_chunk=None, chunk_bytes=3 * 8, n0=2, n=5, health_ids=())
+    assert template.chunking == (1, 3)
+    store = SampleStore.create(str(tmp_path / "b.zarr"), template, _targets(template))
+    assert store.group["samples/sigma_0.5/den/estimation"].chunks == (1, 1, 3, 8)
+    rng = np.random.default_rng(1)
+    for image, (h, w) in enumerate(template.image_shapes):
+        for start in range(5):
+            maps = rng.integers(0, 4, size=(1, h, w)).astype(np.uint8)
+            store.write_samples(0.5, "den", "estimation", image, start, maps)
+            back = store.read_samples(0.5, "den", "estimation", image, start, start + 1)
+            np.testing.assert_array_equal(back, maps)
+    with pytest.raises(ValueError, match="misaligned"):
+        store.write_samples(0.5, "den", "estimation", 0, 0, np.zeros((2, 6, 8), np.uint8))
+
+
+@pytest.mark.parametrize("found", [1, None])
+def test_a_store_of_another_layout_version_is_refused(tmp_path: Path, found: object) -> None:
+    """A layout-1 store (or one without a version) is refused by open and by create (before the
+    config check: the version is what to act on), naming the store, both versions and what to
+    do; nothing is changed."""
+    import zarr
+
+    template = _template()
+    url = str(tmp_path / "old.zarr")
+    SampleStore.create(url, template, _targets(template))
+    group = zarr.open_group(url, mode="r+")
+    if found is None:
+        # a group without layout_version is not a certseg store at all for create
+        attrs = dict(group.attrs)
+        del attrs["layout_version"]
+        group.attrs.clear()
+        group.attrs.update(attrs)
+    else:
+        group.attrs["layout_version"] = found
+    before = _digest(tmp_path / "old.zarr")
+    with pytest.raises(StoreLayoutError) as info:
+        SampleStore.open(url)
+    message = str(info.value)
+    assert url in message and f"layout_version {found!r}" in message
+    assert f"layout_version {LAYOUT_VERSION}" in message and "new store URL" in message
+    if found is not None:
+        for config_id in ("a" * 64, "b" * 64):
+            other = _template(config_id)
+            with pytest.raises(StoreLayoutError, match="layout_version 1"):
+                SampleStore.create(url, other, _targets(other))
+    assert _digest(tmp_path / "old.zarr") == before
