@@ -225,10 +225,12 @@ def main() -> None:
     print(f"\n{title}\n\n{table}")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{args.layout}-{args.size}"
+    out = args.out.resolve()
+    shown_out = str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)
     (args.out / f"{stem}.md").write_text(f"{title}\n\n{table}\n")
     (args.out / f"{stem}.json").write_text(
         json.dumps(
-            {"settings": vars(args) | {"out": str(args.out)}, "rows": [asdict(r) for r in rows]},
+            {"settings": vars(args) | {"out": shown_out}, "rows": [asdict(r) for r in rows]},
             indent=1,
         )
         + "\n"
