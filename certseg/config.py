@@ -53,7 +53,7 @@ from pydantic.dataclasses import dataclass
 
 from certseg.data.spec import SPEC_CONFIG, DatasetSpec, SplitName, resolve_path
 from certseg.models.spec import SegmenterSpec
-from certseg.noise import TimestepRule
+from certseg.noise import DenoiseMode, TimestepRule
 from certseg.redact import redact_config_dict
 from certseg.stats.correction import Correction
 from certseg.stats.sequential import LookSchedule
@@ -106,6 +106,12 @@ class DenoiserConfig(_Frozen):
     """The UNet's input: one int (square) or [height, width], as DiffusionDenoiser takes it;
     None: the noisy image's own size."""
 
+    mode: DenoiseMode = "resize"
+    """"resize" (the paper: the image resized to `resolution` and back) or "tiled" (denoised at
+    its own resolution in overlapping tiles of size `resolution`; certseg.denoise.plan_tiles)."""
+    tile_overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
+    """mode "tiled" only: the least overlap of neighbouring tiles, a fraction of the tile side."""
+
     @field_validator("resolution", mode="before")
     @classmethod
     def _resolution(cls, value: Any) -> Any:
@@ -113,6 +119,24 @@ class DenoiserConfig(_Frozen):
         if any(isinstance(side, bool) or not isinstance(side, int) or side < 1 for side in sides):
             raise ValueError(f"must be an int or [height, width], each >= 1, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _tiling(self) -> DenoiserConfig:
+        if self.mode == "tiled" and self.resolution is None:
+            raise ValueError("resolution: mode 'tiled' needs the tile size (the UNet's input)")
+        if self.mode == "resize" and "tile_overlap" in self.model_fields_set:
+            raise ValueError("tile_overlap: only applies to mode 'tiled'")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_mode(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Mode "resize" (the default) serializes as before the field existed, so config_id and
+        the persisted config of every resize-mode config are unchanged; "tiled" shows both."""
+        data: dict[str, Any] = handler(self)
+        if self.mode == "resize":
+            data.pop("mode", None)
+            data.pop("tile_overlap", None)
+        return data
 
 
 class VariantConfig(_Frozen):

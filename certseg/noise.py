@@ -24,6 +24,12 @@ PHASES: dict[str, int] = {"selection": 0, "estimation": 1, "health": 2}
 TimestepRule = Literal["matched", "laousy2023"]
 TIMESTEP_RULES: tuple[str, ...] = get_args(TimestepRule)
 
+DenoiseMode = Literal["resize", "tiled"]
+DENOISE_MODES: tuple[str, ...] = get_args(DenoiseMode)
+"""How an image meets the denoiser's input size: "resize" (the paper: the whole image resized to
+the UNet's resolution and back, noise attenuated by the resize) or "tiled" (no resize: the image
+at its own resolution in overlapping tiles of that size, attenuation 1; certseg.denoise)."""
+
 
 def to_model_range(images: Any) -> Any:
     """Map [0, 1] units to the diffusion model's [−1, 1] units: y = 2x − 1 (any array/tensor)."""

@@ -345,3 +345,47 @@ def test_report_overlay_images_is_validated_and_outside_config_id() -> None:
     data["report"] = {"overlay_images": -1}
     with pytest.raises(ValueError, match=r"config\.report\.overlay_images"):
         config_from_dict(data)
+
+
+def test_denoiser_mode_enters_the_identity_only_when_tiled() -> None:
+    """`mode: resize` (the default) serializes as before the field existed: the pinned ids and
+    the persisted JSON of every existing config are unchanged; `mode: tiled` changes both."""
+    base = _tiny()
+    resolution = {"path": "weights/denoiser", "resolution": 64}
+
+    def with_denoiser(**fields: object) -> RunConfig:
+        return config_from_dict({**base, "denoisers": {"ddpm": {**resolution, **fields}}})
+
+    plain = with_denoiser()
+    assert plain.config_id.startswith("fac52d95")  # the pin of test_denoiser_resolution_...
+    explicit = with_denoiser(mode="resize")
+    assert explicit.config_id == plain.config_id and explicit.to_json() == plain.to_json()
+    assert "mode" not in json.loads(plain.to_json())["denoisers"]["ddpm"]
+    tiled = with_denoiser(mode="tiled")
+    assert tiled.config_id != plain.config_id
+    assert tiled.identity()["denoisers"]["ddpm"] == {
+        **resolution,
+        "timestep_rule": "matched",
+        "num_steps": 1,
+        "mode": "tiled",
+        "tile_overlap": 0.25,
+    }
+    assert with_denoiser(mode="tiled", tile_overlap=0.5).config_id != tiled.config_id
+    again = config_from_dict(json.loads(tiled.to_json()))
+    assert again.config_id == tiled.config_id and again.denoisers["ddpm"].mode == "tiled"
+    assert load_config(REPO / "configs" / "demo.yaml").config_id == DEMO_CONFIG_ID
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"mode": "tiled"}, r"config\.denoisers\.ddpm\.resolution: mode 'tiled' needs"),
+        ({"resolution": 64, "tile_overlap": 0.5}, r"ddpm\.tile_overlap: only applies to mode"),
+        ({"resolution": 64, "mode": "tiles"}, r"config\.denoisers\.ddpm\.mode"),
+        ({"resolution": 64, "mode": "tiled", "tile_overlap": 1.0}, r"ddpm\.tile_overlap"),
+    ],
+)
+def test_denoiser_mode_errors_name_the_field(fields: dict, expected: str) -> None:
+    data = {**_tiny(), "denoisers": {"ddpm": {"path": "weights/denoiser", **fields}}}
+    with pytest.raises(ValueError, match=expected):
+        config_from_dict(data)

@@ -114,6 +114,8 @@ def _denoiser(ctx: RunContext, name: str, device: str, autocast: Any) -> Any:
             resolution=spec.resolution,
             timestep_rule=spec.timestep_rule,
             num_steps=spec.num_steps,
+            mode=spec.mode,
+            tile_overlap=spec.tile_overlap,
             autocast_dtype=autocast,
         )
 

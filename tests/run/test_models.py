@@ -81,3 +81,14 @@ def test_a_model_rewritten_in_place_is_loaded_again(
     assert after.segmenters["clean"] is not before.segmenters["clean"]
     assert after.segmenters["noisy"] is before.segmenters["noisy"]
     assert sorted(loads["segmenter"]) == ["clean.pt", "clean.pt", "noisy.pt"]
+
+
+def test_the_denoiser_is_built_with_the_configured_mode(
+    models_dir: Path, tmp_path: Path, loads: dict[str, list[str]]
+) -> None:
+    data = tiny_config_dict(models_dir, tmp_path / "s.zarr")
+    data["denoisers"]["ddpm"].update(mode="tiled", resolution=[16, 8], tile_overlap=0.5)
+    denoiser = load_models(context_of(data)).denoisers["ddpm"]
+    assert (denoiser.mode, denoiser.resolution, denoiser.tile_overlap) == ("tiled", (16, 8), 0.5)
+    plain = load_models(context_of(tiny_config_dict(models_dir, tmp_path / "p.zarr")))
+    assert plain.denoisers["ddpm"].mode == "resize"
