@@ -58,10 +58,16 @@ def plan(
         f"store: {_bytes(result.store_bytes)} compressed (raw {_bytes(result.raw_bytes)}; "
         "ratio measured on the first image)"
     )
+    batches = ", ".join(
+        f"{'no denoiser' if g == 'none' else g}: {b}" for g, b in result.micro_batches.items()
+    )
     out.print(
-        f"peak memory per worker: {_bytes(result.peak_memory_bytes)} {result.memory_kind} at "
-        f"batch {result.batch_size} (extrapolated from batches of 1 and "
-        f"{max(2, result.calibration_batch)})"
+        f"forward batch: {batches} (sampling.batch_size {result.batch_size}, lowered to fit "
+        f"sampling.memory_mib {ctx.config.sampling.memory_mib} MiB)"
+    )
+    out.print(
+        f"peak memory per worker: {_bytes(result.peak_memory_bytes)} {result.memory_kind} "
+        f"(extrapolated from batches of 1 and {max(2, result.calibration_batch)})"
     )
     for group, seconds in result.seconds_per_sample.items():
         label = "no denoiser" if group == "none" else f"denoiser {group}"

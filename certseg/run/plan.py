@@ -11,8 +11,10 @@ models on the configured device, at the first σ):
 - store bytes: stored class maps (σ × variants × images × (n0 + n)) × H × W × the class-map
   dtype, raw and compressed with the store's codec (the ratio measured on the calibration maps:
   an estimate, exact only for images like the first);
+- the forward batch sampling will use per group (micro_batches): sampling.batch_size lowered to
+  fit sampling.memory_mib (`plan_micro_batch`; MemoryBudgetError when one sample does not fit);
 - peak memory per worker: the process's peak RSS (CPU) or CUDA's peak allocation after a batch of
-  1 and the calibration batch (or 2), extrapolated linearly to sampling.batch_size (an estimate);
+  1 and the calibration batch (or 2), extrapolated linearly to that batch (an estimate);
 - wall time: seconds per noisy sample per group, timed on a second batch of the calibration size
   (sampling.batch_size, capped at CALIBRATION_PIXELS; the first builds the kernels for that
   shape), × the samples, divided by the concurrent shards
@@ -34,7 +36,7 @@ import numpy as np
 
 from certseg.run.context import RunContext
 from certseg.run.models import Models, load_models
-from certseg.run.sample import default_sampler, draw_block, open_run_dataset
+from certseg.run.sample import default_sampler, draw_block, open_run_dataset, plan_micro_batch
 from certseg.storage.layout import class_map_dtype
 
 CALIBRATION_PIXELS = 2**21
@@ -55,7 +57,8 @@ class RunPlan:
 
     forward_passes: model label ("denoiser <name>" | "segmenter <name>") → network evaluations.
     seconds_per_sample: denoiser group → seconds per noisy sample through it (all its
-    segmenters). peak_memory_bytes: per worker process at sampling.batch_size; memory_kind:
+    segmenters). micro_batches: group → the forward batch sampling will use (memory budget
+    applied). peak_memory_bytes: per worker process at that batch; memory_kind:
     "RSS" (CPU) or "CUDA allocated".
     """
 
@@ -74,6 +77,7 @@ class RunPlan:
     workers: int
     batch_size: int
     calibration_batch: int
+    micro_batches: dict[str, int]
 
 
 def count_forward_passes(ctx: RunContext, images: int) -> tuple[int, dict[str, int]]:
@@ -123,11 +127,12 @@ def plan_run(ctx: RunContext, *, models: Models | None = None) -> RunPlan:
     seconds: dict[str, float] = {}
     compressed: list[float] = []
     memory: list[int] = []
+    batches: dict[str, int] = {}
     for group, variant_names in config.denoiser_groups().items():
         wiring = sorted({config.variant(v).segmenter_for(sigma) for v in variant_names})
 
         def draw(
-            count: int, start: int, *, group: str = group, wiring: list[str] = wiring
+            count: int, start: int, size: int, *, group: str = group, wiring: list[str] = wiring
         ) -> Mapping[str, np.ndarray]:
             return draw_block(
                 ctx,
@@ -140,23 +145,35 @@ def plan_run(ctx: RunContext, *, models: Models | None = None) -> RunPlan:
                 phase="health",  # any keyed stream: the cost is the same in every phase
                 start=start,
                 count=count,
+                batch_size=size,
             )
 
-        batch = calibration_batch(config.sampling.batch_size, int(height) * int(width))
-        draw(1, 0)  # warm-up, and the batch-of-1 peak
+        # the batch sampling will use: sampling.batch_size lowered to fit sampling.memory_mib
+        # (MemoryBudgetError, a ValueError naming the budget, when one sample does not fit)
+        effective = plan_micro_batch(
+            ctx,
+            models,
+            example,
+            sigma=sigma,
+            group=group,
+            segmenters=wiring,
+            max_pixels=int(height) * int(width),
+        )
+        batches[group] = effective
+        batch = calibration_batch(effective, int(height) * int(width))
+        draw(1, 0, 1)  # warm-up, and the batch-of-1 peak
         one = _peak_memory(models.device)
-        if batch == 1 and config.sampling.batch_size > 1:
-            draw(2, 1)  # a second point for the memory line
+        slope = 0
+        if batch == 1 and effective > 1:
+            draw(2, 1, 2)  # a second point for the memory line
             slope = max(0, _peak_memory(models.device) - one)
-        draw(batch, 0)  # warm-up at the timed shape (oneDNN builds kernels per shape)
+        draw(batch, 0, batch)  # warm-up at the timed shape (oneDNN builds kernels per shape)
         began = time.perf_counter()
-        drawn = draw(batch, batch)
+        drawn = draw(batch, batch, batch)
         seconds[group] = (time.perf_counter() - began) / batch
         if batch > 1:
             slope = max(0, _peak_memory(models.device) - one) // (batch - 1)
-        elif config.sampling.batch_size == 1:
-            slope = 0
-        memory.append(one + (config.sampling.batch_size - 1) * slope)
+        memory.append(one + (effective - 1) * slope)
         codec = numcodecs.Zstd(level=3)  # the store's codec: zarr 3's default ZstdCodec
         for block in drawn.values():
             compressed.append(len(codec.encode(np.ascontiguousarray(block))) / len(block))
@@ -179,7 +196,8 @@ def plan_run(ctx: RunContext, *, models: Models | None = None) -> RunPlan:
         device=models.device,
         workers=ctx.parallelism.workers,
         batch_size=config.sampling.batch_size,
-        calibration_batch=calibration_batch(config.sampling.batch_size, int(height) * int(width)),
+        calibration_batch=calibration_batch(min(batches.values()), int(height) * int(width)),
+        micro_batches=batches,
     )
 
 

@@ -58,6 +58,10 @@ def test_plan_calibrates_and_writes_nothing(models_dir: Path, tmp_path: Path) ->
         sum(s * 4 * 11 * 2 for s in plan.seconds_per_sample.values())
     )
     assert plan.peak_memory_bytes > 10 * 2**20 and plan.memory_kind == "RSS"
+    assert plan.micro_batches == {
+        "none": ctx.config.sampling.batch_size,
+        "ddpm": ctx.config.sampling.batch_size,
+    }
     assert (plan.device, plan.workers) == ("cpu", 1)
 
 
@@ -81,3 +85,11 @@ def test_cli_plan_prints_the_plan_and_names_a_bad_config(models_dir: Path, tmp_p
     result = CliRunner().invoke(app, ["plan", str(bad)])
     assert result.exit_code == 1
     assert "error:" in result.output and "bad.yaml" in result.output and "n" in result.output
+
+
+def test_plan_reports_the_batch_the_memory_budget_allows(models_dir: Path, tmp_path: Path) -> None:
+    ctx = tiny_context(models_dir, tmp_path / "s.zarr")
+    sampling = ctx.config.sampling.model_copy(update={"memory_mib": 1, "batch_size": 100_000})
+    tight = replace(ctx, config=ctx.config.model_copy(update={"sampling": sampling}))
+    plan = plan_run(tight)
+    assert all(1 <= b < 100_000 for b in plan.micro_batches.values()), plan.micro_batches
