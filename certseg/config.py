@@ -171,11 +171,16 @@ class VariantConfig(_Frozen):
 
 
 class SamplingConfig(_Frozen):
-    """How samples are drawn (not part of config_id except bf16 and samples_per_chunk)."""
+    """How samples are drawn (not part of config_id except bf16, channels_last when true, and the
+    chunking: samples_per_chunk, or chunk_mib when that is not given)."""
 
     batch_size: int = Field(default=32, ge=1)
     device: str = "cpu"
     bf16: Literal["auto"] | bool = "auto"
+    channels_last: bool = False
+    """Model weights in channels_last memory format: faster convolutions (oneDNN on CPU, tensor
+    cores on GPU: the shipped segmenter 1.7× in bf16 at 1024×2048, docs/benchmarks.md), other
+    float rounding, so part of config_id when true (absent from it when false)."""
     threads: int | None = Field(default=None, ge=1)
     """torch threads per process; None: cores // workers (certseg.run.resources)."""
     workers: int = Field(default=1, ge=1)
@@ -437,6 +442,7 @@ class RunConfig(_Frozen):
             "n": self.n,
             "seed": self.seed,
             "bf16": self.sampling.bf16,
+            **({"channels_last": True} if self.sampling.channels_last else {}),
             "samples_per_chunk": self.sampling.samples_per_chunk,
             # the chunk target decides the layout only when samples_per_chunk is not given
             **(

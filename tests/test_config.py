@@ -306,16 +306,16 @@ def test_config_ids_of_the_shipped_configs_are_pinned() -> None:
 
 def test_serialized_configs_are_pinned() -> None:
     """The full JSON (the store's persisted config, before redaction) is pinned too. It changes
-    only on purpose, when a field outside config_id is added (sampling.workers, memory_mib and
-    chunk_mib, the `report` section for the overlays); an older store's JSON still loads (the new
-    fields' defaults)."""
+    only on purpose, when a field is added (sampling.workers, channels_last, memory_mib and
+    chunk_mib, the `report` section for the overlays); an older store's JSON still loads (the
+    new fields' defaults)."""
     digests = {
         name: hashlib.sha256(load_config(REPO / "configs" / name).to_json().encode()).hexdigest()
         for name in ("tiny.yaml", "demo.yaml")
     }
     assert digests == {
-        "tiny.yaml": "6eba3d860db8bab8948d9e2983293478d278ea12ce806fdba9ae37959fb49ef3",
-        "demo.yaml": "0d600545ce27dcdd5e898ce8e0b63b1530a47e8b74a366ce365a9fda9fdbd3b6",
+        "tiny.yaml": "a5efbb5d742c1cb8cfe1c684aae7a090701e12a4194df17850ba47072184fbc0",
+        "demo.yaml": "b8ee1488afb0c3d7fc913ea61f594a2054a3f3b056ea9a929807c170073c9642",
     }
 
 

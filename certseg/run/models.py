@@ -89,8 +89,11 @@ def _segmenter(ctx: RunContext, name: str, device: str) -> Any:
     path = ctx.resolve_path(spec.path) if spec.path is not None else None
     resolved = dataclasses.replace(spec, path=str(path) if path is not None else None, name=name)
 
+    channels_last = ctx.config.sampling.channels_last
+
     def build() -> Any:
-        return build_segmenter(resolved).to(device).eval()
+        segmenter = build_segmenter(resolved).to(device).eval()
+        return _in_channels_last(segmenter, f"segmenter {name!r}") if channels_last else segmenter
 
     # Options that are not JSON (an nn.Module from Python) are keyed by identity, never by repr.
     key = json.dumps(
@@ -98,7 +101,7 @@ def _segmenter(ctx: RunContext, name: str, device: str) -> Any:
         sort_keys=True,
         default=lambda value: f"<{type(value).__name__} at {id(value):#x}>",
     )
-    return _cached(("segmenter", name, key, _stamp(path), device), build)
+    return _cached(("segmenter", name, key, _stamp(path), device, channels_last), build)
 
 
 def _denoiser(ctx: RunContext, name: str, device: str, autocast: Any) -> Any:
@@ -107,8 +110,10 @@ def _denoiser(ctx: RunContext, name: str, device: str, autocast: Any) -> Any:
     spec = ctx.config.denoisers[name]
     path = ctx.resolve_path(spec.path)
 
+    channels_last = ctx.config.sampling.channels_last
+
     def build() -> Any:
-        return load_denoiser(
+        denoiser = load_denoiser(
             path,
             device=device,
             resolution=spec.resolution,
@@ -118,9 +123,34 @@ def _denoiser(ctx: RunContext, name: str, device: str, autocast: Any) -> Any:
             tile_overlap=spec.tile_overlap,
             autocast_dtype=autocast,
         )
+        if channels_last:
+            denoiser.unet = _in_channels_last(denoiser.unet, f"denoiser {name!r}")
+        return denoiser
 
-    key = ("denoiser", name, spec.model_dump_json(), _stamp(path), device, str(autocast))
+    key = (
+        "denoiser",
+        name,
+        spec.model_dump_json(),
+        _stamp(path),
+        device,
+        str(autocast),
+        channels_last,
+    )
     return _cached(key, build)
+
+
+def _in_channels_last(model: Any, what: str) -> Any:
+    """`model` with its 4-D weights in channels_last memory format (sampling.channels_last);
+    ValueError naming the model when it cannot be converted (e.g. a torch.export program)."""
+    import torch
+
+    try:
+        return model.to(memory_format=torch.channels_last)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"sampling.channels_last: {what} cannot be put in channels_last format "
+            f"({type(error).__name__}: {error}); set sampling.channels_last: false"
+        ) from None
 
 
 def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:

@@ -92,3 +92,48 @@ def test_the_denoiser_is_built_with_the_configured_mode(
     assert (denoiser.mode, denoiser.resolution, denoiser.tile_overlap) == ("tiled", (16, 8), 0.5)
     plain = load_models(context_of(tiny_config_dict(models_dir, tmp_path / "p.zarr")))
     assert plain.denoisers["ddpm"].mode == "resize"
+
+
+def test_channels_last_converts_the_weights_and_keeps_the_predictions(
+    loads: dict[str, list[str]],
+) -> None:
+    """sampling.channels_last: the shipped models' conv weights in channels_last; the class maps
+    of the same keyed samples agree with the default format on all but a rounding sliver; it
+    enters config_id only when true."""
+    import numpy as np
+    import torch
+
+    from certseg.config import load_config
+    from certseg.data.synthetic import SyntheticDataset
+    from certseg.run.context import run_context
+    from certseg.sampling import sample_class_maps
+
+    base = load_config(Path(__file__).parents[2] / "configs" / "tiny.yaml")
+    sampling = base.sampling.model_copy(update={"channels_last": True})
+    fast = base.model_copy(update={"sampling": sampling})
+    assert fast.config_id != base.config_id
+    assert base.identity().get("channels_last") is None
+    maps = []
+    for config in (base, fast):
+        models = load_models(run_context(config))
+        name = config.used_segmenters()[0]
+        conv = next(
+            p for p in models.segmenters[name].parameters() if p.dim() == 4 and p.shape[-1] > 1
+        )
+        assert conv.is_contiguous(memory_format=torch.channels_last) == (config is fast)
+        example = SyntheticDataset(seed=0, num_images=1, size=64, split="test").load(0)
+        maps.append(
+            sample_class_maps(
+                example.image,
+                image_key=example.image_id,
+                phase="estimation",
+                start=0,
+                count=4,
+                sigma=0.25,
+                seed=0,
+                denoiser=next(iter(models.denoisers.values())),
+                segmenters={name: models.segmenters[name]},
+                autocast_dtype=models.autocast_dtype,
+            )[name]
+        )
+    assert np.mean(maps[0] != maps[1]) < 0.01
