@@ -1,9 +1,9 @@
-"""The `certseg` command line: demo, certify, recertify, log, report, inspect.
+"""The `certseg` command line: demo, certify, recertify, check, log, report, inspect.
 
 One module per command group: `app` (the typer app and what the commands share), `run` (demo,
-certify, recertify: they call the Prefect flows), `results` (log, report, inspect). Importing this
-package imports typer and rich only; torch, prefect, mlflow, zarr and dask load inside a command.
-It never reads the run's config itself: the flow parses it once and returns what the CLI prints.
+certify, recertify: they call the Prefect flows), `check` (the preflight), `results` (log,
+report, inspect). Importing this package imports typer and rich only; torch, prefect, mlflow,
+zarr and dask load inside a command. The CLI prints what the library and the flows return.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from certseg.cli.app import app
 
 # isort: off
 from certseg.cli import run  # registers demo, certify, recertify (help lists them first)
+from certseg.cli import check  # registers check
 from certseg.cli import results  # registers log, report, inspect
 # isort: on
 
-__all__ = ["app", "main", "results", "run"]
+__all__ = ["app", "check", "main", "results", "run"]
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from certseg.cli.app import (
     run_flow,
     set_env_defaults,
 )
+from certseg.cli.check import preflight
 from certseg.redact import redact_url
 
 
@@ -161,7 +162,11 @@ def certify(
     track: bool = TrackOption,
     verbose: bool = VerboseOption,
 ) -> None:
-    """Certify a dataset as CONFIG describes; re-running the same config resumes."""
+    """Certify a dataset as CONFIG describes; re-running the same config resumes.
+
+    First the preflight of `certseg check` (before Prefect starts): a mistake is one `error:`
+    line within seconds, with nothing written."""
+    preflight(config, echo=False, verbose=verbose, skip_invalid=skip_invalid, store=store)
     _run_certify(
         config,
         base_dir=None,

@@ -1,0 +1,55 @@
+"""Stand-in models and configs for the CLI tests (tiny, fast, written into tmp folders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.pipeline_fixtures import NUM_CLASSES, make_models_dir, tiny_config_dict, write_config
+
+
+def error_lines(output: str) -> list[str]:
+    """The `error:` lines of a CLI output."""
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def write_traced_fixed_size(path: Path, size: int = 256) -> Path:
+    """A torch.jit.trace'd segmenter whose reshape bakes in the traced size×size input: it
+    only accepts size×size images (the trap a traced model sets)."""
+    import torch
+    from torch import nn
+
+    class FixedSize(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, NUM_CLASSES, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            flat = self.conv(x).reshape(1, NUM_CLASSES, size * size)
+            return flat.reshape(1, NUM_CLASSES, size, size)
+
+    torch.manual_seed(0)
+    example = torch.rand(1, 3, size, size)
+    traced = torch.jit.trace(FixedSize().eval(), example)  # type: ignore[no-untyped-call]
+    torch.jit.save(traced, str(path))
+    return path
+
+
+def write_traced_any_size(path: Path) -> Path:
+    """A torch.jit.trace'd 1×1-conv segmenter (no shape-dependent code: any size works)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, NUM_CLASSES, 1)).eval()
+    traced = torch.jit.trace(model, torch.rand(1, 3, 16, 16))  # type: ignore[no-untyped-call]
+    torch.jit.save(traced, str(path))
+    return path
+
+
+def tiny_config(tmp_path: Path, **changes: Any) -> tuple[Path, dict[str, Any]]:
+    """tiny_config_dict over the shared stand-in models, store in tmp_path; written as run.yaml."""
+    models = make_models_dir(tmp_path.parent / "standins")
+    data = tiny_config_dict(models, tmp_path / "store.zarr", shards=1)
+    data.update(changes)
+    return write_config(tmp_path / "run.yaml", data), data
