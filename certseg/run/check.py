@@ -55,7 +55,7 @@ def runs_code(ctx: RunContext) -> tuple[str, ...]:
     return tuple(
         str(config.segmenters[name].options.get("factory"))
         for name in config.used_segmenters()
-        if "factory" in config.segmenters[name].options
+        if config.segmenters[name].family == "python"
     )
 
 

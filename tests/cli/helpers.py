@@ -53,3 +53,22 @@ def tiny_config(tmp_path: Path, **changes: Any) -> tuple[Path, dict[str, Any]]:
     data = tiny_config_dict(models, tmp_path / "store.zarr", shards=1)
     data.update(changes)
     return write_config(tmp_path / "run.yaml", data), data
+
+
+def build_colour_net(seed: int, hidden: int = 8) -> Any:
+    """A `python`-family factory for the tests: a seeded two-layer 1×1-conv net (3 → 7 logits).
+    Named in a config as "tests.cli.helpers:build_colour_net" with kwargs {seed, hidden}."""
+    import torch
+    from torch import nn
+
+    generator = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, NUM_CLASSES, 1))
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    return net.eval()
+
+
+def not_a_module() -> str:
+    """A `python`-family factory that returns no nn.Module (for the error test)."""
+    return "not a module"
