@@ -72,3 +72,47 @@ def build_colour_net(seed: int, hidden: int = 8) -> Any:
 def not_a_module() -> str:
     """A `python`-family factory that returns no nn.Module (for the error test)."""
     return "not a module"
+
+
+def own_model_project(root: Path) -> Path:
+    """A user's project as the docs describe it, every path in its config relative:
+    root/configs/run.yaml, root/models/traced.pt (a torch.jit.trace'd segmenter), root/data (a
+    folder dataset: images/, masks/, classes.txt), store and MLflow under root/runs. Returns the
+    config file."""
+    from certseg.data.registry import open_dataset
+    from certseg.data.spec import DatasetSpec
+    from tests.data.layouts import write_folder_from_dataset
+
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    (root / "configs").mkdir(exist_ok=True)
+    write_traced_any_size(root / "models" / "traced.pt")
+    synthetic = open_dataset(
+        DatasetSpec(kind="synthetic", split="test", seed=3, num_images=2, size=32)
+    )
+    write_folder_from_dataset(root / "data", synthetic)
+    data = {
+        "name": "own-model",
+        "dataset": {"kind": "folder", "root": "../data"},
+        "segmenters": {
+            "traced": {
+                "family": "torchscript",
+                "path": "../models/traced.pt",
+                "num_classes": NUM_CLASSES,
+                "mean": [0.5, 0.5, 0.5],
+                "std": [0.25, 0.25, 0.25],
+            }
+        },
+        "variants": [{"name": "traced", "segmenter": "traced", "label": "traced model"}],
+        "sigmas": [0.25],
+        "n0": 3,
+        "n": 8,
+        "alpha": 0.1,
+        "tau": 0.6,
+        "sampling": {"batch_size": 4, "samples_per_chunk": 4, "bf16": False, "threads": 1},
+        "health": {"num_images": 0},
+        "store": {"url": "../runs/store.zarr"},
+        "tracking": {"uri": "sqlite:///../runs/mlruns.db", "experiment": "own-model"},
+        "dask": {"n_workers": 1, "threads_per_worker": 1, "processes": False},
+        "shards": 1,
+    }
+    return write_config(root / "configs" / "run.yaml", data)
