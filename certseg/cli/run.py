@@ -6,6 +6,7 @@ The CLI is the face above the flows: certify and recertify call the Prefect flow
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,11 @@ def _run_certify(
     track: bool,
     title: str,
     verbose: bool = False,
+    started_ms: int | None = None,
 ) -> None:
+    """Run the certify-dataset flow with a progress bar and print its table. started_ms: when
+    the command began (Unix ms), the MLflow run's start_time (default: now)."""
+    started_ms = started_ms if started_ms is not None else int(time.time() * 1000)
     set_env_defaults()
     from rich.progress import (
         BarColumn,
@@ -96,6 +101,7 @@ def _run_certify(
                 base_dir=str(base_dir) if base_dir else None,
                 skip_invalid=skip_invalid,
                 track=track,
+                started_ms=started_ms,
             ),
             verbose,
         )
@@ -166,6 +172,7 @@ def certify(
 
     First the preflight of `certseg check` (before Prefect starts): a mistake is one `error:`
     line within seconds, with nothing written."""
+    started_ms = int(time.time() * 1000)  # the MLflow run spans the whole command
     preflight(config, echo=False, verbose=verbose, skip_invalid=skip_invalid, store=store)
     _run_certify(
         config,
@@ -180,6 +187,7 @@ def certify(
         track=track,
         title=f"certseg certify {config}",
         verbose=verbose,
+        started_ms=started_ms,
     )
 
 

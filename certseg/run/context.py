@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ class RunContext:
     when the context is made, so a step in another process resolves them the same way).
     original_config: the user's config file as parsed, secrets redacted (None when the config
     was not read from a file). extra_tags: added to the MLflow run (recertify marks its runs).
+    started_ms: when the run began, Unix milliseconds (the MLflow run's start_time).
     """
 
     config: RunConfig
@@ -58,6 +60,7 @@ class RunContext:
     track: bool = True
     original_config: dict[str, Any] | None = field(default=None, repr=False)
     extra_tags: dict[str, str] = field(default_factory=dict)
+    started_ms: int | None = None
 
     @property
     def config_id(self) -> str:
@@ -139,14 +142,16 @@ def run_context(
     original_config: Mapping[str, Any] | None = None,
     extra_tags: Mapping[str, str] | None = None,
     out_suffix: str = "",
+    started_ms: int | None = None,
 ) -> RunContext:
     """Resolve every override against the config, once: each argument wins when given.
 
     storage_options: None takes the config's (an empty mapping is an explicit "none").
     params: the config's n, α, τ and correction when None. out_suffix: appended to the default
-    results folder only. A store path or sqlite tracking file written in the config that is
-    relative resolves against the config's base_dir (`config_relative_url`); the overrides
-    (command-line values) are taken as given. Raises ValueError when the store URL or
+    results folder only. started_ms: when the run began (Unix ms; default now). A store path
+    or sqlite tracking file written in the config that is relative resolves against the
+    config's base_dir (`config_relative_url`); the overrides (command-line values) are taken
+    as given. Raises ValueError when the store URL or
     storage_options (or, with track, the tracking URI) hold certseg.redact.REDACTED: a
     placeholder is never sent to a backend.
     """
@@ -185,6 +190,7 @@ def run_context(
         track=track,
         original_config=dict(original_config) if original_config is not None else None,
         extra_tags=dict(extra_tags or {}),
+        started_ms=started_ms if started_ms is not None else int(time.time() * 1000),
     )
 
 
@@ -200,6 +206,7 @@ def certify_context(
     shards: int | None = None,
     out_dir: str | None = None,
     track: bool = True,
+    started_ms: int | None = None,
 ) -> RunContext:
     """The context of certify-dataset: `config` (a YAML path, parsed once, or a mapping)
     validated, skip_invalid applied, every override resolved (`run_context`)."""
@@ -221,4 +228,5 @@ def certify_context(
         out_dir=out_dir,
         track=track,
         original_config=original,
+        started_ms=started_ms,
     )
