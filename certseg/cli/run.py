@@ -173,7 +173,9 @@ def certify(
     First the preflight of `certseg check` (before Prefect starts): a mistake is one `error:`
     line within seconds, with nothing written."""
     started_ms = int(time.time() * 1000)  # the MLflow run spans the whole command
-    preflight(config, echo=False, verbose=verbose, skip_invalid=skip_invalid, store=store)
+    preflight(
+        config, echo=False, verbose=verbose, skip_invalid=skip_invalid, store=store, track=track
+    )
     _run_certify(
         config,
         base_dir=None,

@@ -157,12 +157,18 @@ def check_store(ctx: RunContext) -> tuple[str, bool]:
             local = Path(url) if "://" not in url else None
             if local is not None and local.is_file():
                 raise PreflightError(
-                    f"store {shown} is a file; expected a new or empty folder or a certseg store"
+                    f"store {shown} is a file, not a certseg store; expected a new or empty "
+                    "folder or this config's store (use another store URL; nothing was changed)"
                 ) from error
             if local is not None and local.is_dir() and any(local.iterdir()):
+                held = sorted(p.name for p in local.iterdir())
+                shown_files = ", ".join(held[:5]) + (
+                    f" and {len(held) - 5} more" if len(held) > 5 else ""
+                )
                 raise PreflightError(
-                    f"store {shown} holds other files; certseg creates a store only in a new "
-                    "or empty folder (use another store URL)"
+                    f"store {shown} is not a certseg store (it holds {shown_files}); certseg "
+                    "creates a store only in a new or empty folder and never deletes or "
+                    "overwrites anything else; use another store URL (nothing was changed)"
                 ) from error
             return f"store: {shown} (new: certify will create it)", False
         if "not completely created" in message:
