@@ -209,6 +209,7 @@ def log_run(
     artifact_dirs: Mapping[str, Path] | None = None,
     model_files: Mapping[str, Path] | None = None,
     key: str | None = None,
+    start_time_ms: int | None = None,
 ) -> RunRecord:
     """Log one MLflow run (or find it logged already); returns its id.
 
@@ -219,7 +220,9 @@ def log_run(
     logged at the artifact root; artifact_dirs: artifact path → local folder.
     key: the run's identity (tag `certseg.run_key`, set when the run is created). A FINISHED run
     with the same key is returned as it is (already_logged=True; no duplicate run); an unfinished
-    one (a killed run) is logged into again and finished. Any failure raises TrackingError.
+    one (a killed run) is logged into again and finished. start_time_ms: when the run began
+    (Unix ms; default now): the MLflow run spans the actual run, from then until it is logged.
+    Any failure raises TrackingError.
     """
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
@@ -238,7 +241,9 @@ def log_run(
     else:
         # The key is a tag from the first moment, so a run killed at any later point is found.
         first_tags = {RUN_KEY_TAG: key} if key else None
-        run_id = client.create_run(experiment_id, run_name=run_name, tags=first_tags).info.run_id
+        run_id = client.create_run(
+            experiment_id, start_time=start_time_ms, run_name=run_name, tags=first_tags
+        ).info.run_id
     status = "FAILED"
     try:
         all_tags = dict(tags)
@@ -323,6 +328,7 @@ def relog_results(folder: Path, *, tracking_uri: str | None = None) -> RunRecord
         artifacts=files,
         artifact_dirs=dirs,
         key=record.get("key"),
+        start_time_ms=record.get("start_time_ms"),
     )
 
 

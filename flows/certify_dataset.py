@@ -54,13 +54,16 @@ def certify_dataset(
     base_dir: str | None = None,
     skip_invalid: bool = False,
     track: bool = True,
+    started_ms: int | None = None,
 ) -> dict[str, Any]:
     """Certify a dataset as a config describes (a YAML path or a mapping).
 
     store_url / storage_options / dask_address / tracking_uri / shards / out_dir override the
     config (resolved once, into the RunContext every task receives). Returns {"config_id",
     "store_url", "tracking_uri", "run_id", "out_dir", "rows", "sampled_blocks", ...} (URLs with
-    any credentials redacted; certseg.run.finalize.run_summary).
+    any credentials redacted; certseg.run.finalize.run_summary). started_ms: when the run began
+    (Unix ms; the CLI passes the moment the command started), the MLflow run's start_time
+    (default: when this flow resolves the run).
 
     Prefect records every parameter of a flow run in its database (and shows it in the UI): give
     credentials through the environment of the worker and Dask workers (AWS_* / AWS_PROFILE,
@@ -77,6 +80,7 @@ def certify_dataset(
         shards=shards,
         out_dir=out_dir,
         track=track,
+        started_ms=started_ms,
     )
     finished = finished_run_task(ctx)
     if finished is not None:  # nothing to sample, aggregate or log: read its results

@@ -86,6 +86,7 @@ def resolve_run_task(
     shards: int | None,
     out_dir: str | None,
     track: bool,
+    started_ms: int | None = None,
 ) -> RunContext:
     """Parse the config (a YAML path, once, or a mapping) and resolve every override."""
     return certify_context(
@@ -99,6 +100,7 @@ def resolve_run_task(
         shards=shards,
         out_dir=out_dir,
         track=track,
+        started_ms=started_ms,
     )
 
 

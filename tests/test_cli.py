@@ -29,7 +29,7 @@ def test_help_imports_nothing_heavy() -> None:
         "from certseg.cli import app\n"
         "result = CliRunner().invoke(app, ['--help'])\n"
         "assert result.exit_code == 0, result.output\n"
-        "for name in ('demo', 'certify', 'recertify', 'report', 'inspect'):\n"
+        "for name in ('demo', 'certify', 'recertify', 'check', 'report', 'inspect'):\n"
         "    assert name in result.output, name\n"
         "heavy = ('torch', 'prefect', 'mlflow', 'zarr', 'dask', 'diffusers', 'matplotlib')\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
@@ -42,7 +42,7 @@ def test_help_imports_nothing_heavy() -> None:
         timeout=120,
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
-    for command in ("certify", "recertify", "report", "inspect", "demo"):
+    for command in ("certify", "recertify", "check", "report", "inspect", "demo"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0, result.output
 

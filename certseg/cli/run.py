@@ -6,6 +6,7 @@ The CLI is the face above the flows: certify and recertify call the Prefect flow
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from certseg.cli.app import (
     run_flow,
     set_env_defaults,
 )
+from certseg.cli.check import preflight
 from certseg.redact import redact_url
 
 
@@ -59,8 +61,31 @@ def _run_certify(
     track: bool,
     title: str,
     verbose: bool = False,
+    started_ms: int | None = None,
+    finished_checked: bool = False,
 ) -> None:
+    """Run the certify-dataset flow with a progress bar and print its table (a run that finished
+    before is read instead, unless the caller already looked: finished_checked). started_ms:
+    when the command began (Unix ms), the MLflow run's start_time (default: now)."""
+    started_ms = started_ms if started_ms is not None else int(time.time() * 1000)
     set_env_defaults()
+    found = (
+        None
+        if finished_checked
+        else _finished_before(
+            config_path,
+            base_dir=base_dir,
+            store=store,
+            tracking_uri=tracking_uri,
+            shards=shards,
+            out=out,
+            skip_invalid=skip_invalid,
+            track=track,
+        )
+    )
+    if found is not None:
+        _print_outcome(found, title, quiet)
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -95,9 +120,15 @@ def _run_certify(
                 base_dir=str(base_dir) if base_dir else None,
                 skip_invalid=skip_invalid,
                 track=track,
+                started_ms=started_ms,
             ),
             verbose,
         )
+    _print_outcome(outcome, title, quiet)
+
+
+def _print_outcome(outcome: dict[str, Any], title: str, quiet: bool) -> None:
+    """The results table, then (unless quiet) where the store, results and MLflow run are."""
     print_table(outcome["rows"], title)
     for file, reason in outcome.get("skipped_files", []):  # shown even with --quiet
         typer.echo(f"skipped (--skip-invalid): {file}: {reason}", err=True)
@@ -106,10 +137,46 @@ def _run_certify(
             f"store: {redact_url(outcome['store_url'])} (config_id {outcome['config_id'][:12]}; "
             f"{outcome['sampled_blocks']} blocks sampled, {outcome['skipped_blocks']} resumed)"
         )
-        typer.echo(f"results: {outcome['out_dir']}")
+        read = " (this run had finished: results read, nothing recomputed)"
+        typer.echo(f"results: {outcome['out_dir']}{read if outcome.get('finished_before') else ''}")
         print_tracking(outcome)
     if outcome.get("tracking_error"):
         fail(outcome["tracking_error"])
+
+
+def _finished_before(
+    config_path: Path,
+    *,
+    base_dir: Path | None,
+    store: str | None,
+    tracking_uri: str | None,
+    shards: int | None,
+    out: Path | None,
+    skip_invalid: bool,
+    track: bool,
+) -> dict[str, Any] | None:
+    """The outcome of the same run when it finished before (certseg.run.finished): read in a
+    second or two, without the preflight, Prefect, Dask or MLflow logging. None otherwise
+    (also when the config cannot be read: the normal path reports why)."""
+    from certseg.run.context import certify_context
+    from certseg.run.finalize import finished_summary
+    from certseg.run.finished import finished_run
+
+    try:
+        ctx = certify_context(
+            config_path,
+            base_dir=str(base_dir) if base_dir else None,
+            skip_invalid=skip_invalid,
+            store_url=store,
+            tracking_uri=tracking_uri,
+            shards=shards,
+            out_dir=str(out) if out else None,
+            track=track,
+        )
+    except (ValueError, OSError):
+        return None
+    finished = finished_run(ctx)
+    return finished_summary(ctx, finished) if finished is not None else None
 
 
 @app.command()
@@ -161,7 +228,29 @@ def certify(
     track: bool = TrackOption,
     verbose: bool = VerboseOption,
 ) -> None:
-    """Certify a dataset as CONFIG describes; re-running the same config resumes."""
+    """Certify a dataset as CONFIG describes; re-running the same config resumes.
+
+    First the preflight of `certseg check` (before Prefect starts): a mistake is one `error:`
+    line within seconds, with nothing written. A run that finished before is read, not redone
+    (certseg.run.finished): its table in seconds."""
+    started_ms = int(time.time() * 1000)  # the MLflow run spans the whole command
+    set_env_defaults()
+    found = _finished_before(
+        config,
+        base_dir=None,
+        store=store,
+        tracking_uri=tracking_uri,
+        shards=shards,
+        out=out,
+        skip_invalid=skip_invalid,
+        track=track,
+    )
+    if found is not None:  # nothing to check or do: the same run finished before
+        _print_outcome(found, f"certseg certify {config}", quiet)
+        return
+    preflight(
+        config, echo=False, verbose=verbose, skip_invalid=skip_invalid, store=store, track=track
+    )
     _run_certify(
         config,
         base_dir=None,
@@ -175,6 +264,8 @@ def certify(
         track=track,
         title=f"certseg certify {config}",
         verbose=verbose,
+        started_ms=started_ms,
+        finished_checked=True,
     )
 
 

@@ -9,8 +9,10 @@ network code are imported only when a segmenter is built.
 Trust: a model file is data. Weights load via safetensors or torch.load(weights_only=True);
 TorchScript archives through torch.jit.load (TorchScript code and its restricted unpickler, no
 Python); `.pt2` programs through certseg.models.exported (checked, never torch.export.load);
-SegFormer folders with local files only, weights_only, no remote code. Only the "module" family
-runs Python code, and only code given in Python (options["module"]). A file that fails to load
+SegFormer folders with local files only, weights_only, no remote code. Two families run Python
+code: "module" (an nn.Module given from Python, options["module"]) and "python" (a config's
+options.factory, "package.module:function", imported and called: the only place a config runs
+code, which `certseg check` prints as "runs code: ..."). A file that fails to load
 raises ModelFileError (a ValueError: never retried) naming it.
 """
 
@@ -152,7 +154,72 @@ class ModuleFamily:
 
         module = spec.options.get("module")
         if not isinstance(module, nn.Module):
-            raise ValueError('SegmenterSpec.options["module"] must be a torch nn.Module')
+            raise ValueError(
+                'SegmenterSpec.options["module"] must be a torch nn.Module (given from Python); '
+                'a YAML config uses family "python" with options.factory instead'
+            )
+        if spec.path is not None:
+            module.load_state_dict(load_state_dict_file(spec.require_path()), strict=True)
+        return _wrap(
+            spec,
+            module,
+            found_classes=None,
+            default_normalization=None,
+            output_key=str(spec.options.get("output_key", "out")),
+        )
+
+
+def import_factory(factory: str) -> Any:
+    """The object "package.module:attr.attr" names, imported. ValueError naming the factory when
+    the module does not import or has no such attribute."""
+    import importlib
+
+    module_name, _, attributes = factory.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as error:
+        raise ValueError(
+            f"options.factory {factory!r}: module {module_name!r} does not import "
+            f"({type(error).__name__}: {error}); expected an importable module (installed, or "
+            "on PYTHONPATH)"
+        ) from error
+    for attribute in attributes.split("."):
+        if not hasattr(target, attribute):
+            raise ValueError(f"options.factory {factory!r}: {module_name!r} has no {attributes!r}")
+        target = getattr(target, attribute)
+    if not callable(target):
+        raise ValueError(f"options.factory {factory!r} is not callable")
+    return target
+
+
+class PythonFamily:
+    """A network built by a Python function a config names: options.factory
+    "package.module:function" is imported and called with options.kwargs, and must return an
+    nn.Module ((B, C, h, w) logits, a mapping with output_key, or a `.logits` object); optional
+    state dict at `path`. The one place a config runs code."""
+
+    name: ClassVar[str] = "python"
+
+    @staticmethod
+    def build(spec: SegmenterSpec) -> Segmenter:
+        from torch import nn
+
+        factory = str(spec.options["factory"])
+        kwargs = dict(spec.options.get("kwargs", {}))
+        try:
+            module = import_factory(factory)(**kwargs)
+        except ValueError:
+            raise
+        except Exception as error:
+            raise ValueError(
+                f"options.factory {factory!r} failed when called with {kwargs}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        if not isinstance(module, nn.Module):
+            raise ValueError(
+                f"options.factory {factory!r} returned a {type(module).__name__}; expected a "
+                "torch nn.Module"
+            )
         if spec.path is not None:
             module.load_state_dict(load_state_dict_file(spec.require_path()), strict=True)
         return _wrap(
@@ -246,7 +313,7 @@ class SegformerFamily:
 
 SEGMENTER_FAMILIES: dict[str, Any] = {
     family.name: family
-    for family in (CompactFamily, ModuleFamily, TorchScriptFamily, SegformerFamily)
+    for family in (CompactFamily, ModuleFamily, PythonFamily, TorchScriptFamily, SegformerFamily)
 }
 """Family name → adapter class with a static `build(spec) -> Segmenter`."""
 

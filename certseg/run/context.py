@@ -12,6 +12,8 @@ credentials: they are left out of its repr. Nothing here connects to anything.
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,7 @@ class RunContext:
     original_config: the user's config file as parsed, secrets redacted (None when the config
     was not read from a file). extra_tags: added to the MLflow run (recertify marks its runs).
     parallelism: concurrent shards in the flow's process and torch threads (certseg.run.resources).
+    started_ms: when the run began, Unix milliseconds (the MLflow run's start_time).
     """
 
     config: RunConfig
@@ -60,6 +63,7 @@ class RunContext:
     track: bool = True
     original_config: dict[str, Any] | None = field(default=None, repr=False)
     extra_tags: dict[str, str] = field(default_factory=dict)
+    started_ms: int | None = None
 
     @property
     def config_id(self) -> str:
@@ -67,9 +71,22 @@ class RunContext:
         return self.config.config_id
 
     def resolve_path(self, path: str) -> Path:
-        """A model or dataset path: absolute as is (after ~ expansion), else under base_dir."""
+        """A model or dataset path: absolute as is (after ~ expansion), else under base_dir
+        (`..` folded: base_dir/../models/m.pt reads as <parent>/models/m.pt)."""
         candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else self.base_dir / candidate
+        return (
+            candidate
+            if candidate.is_absolute()
+            else Path(os.path.normpath(self.base_dir / candidate))
+        )
+
+
+def file_base_dir(path: str | Path, data: Mapping[str, Any]) -> str:
+    """Where a config file's relative paths resolve: its `base_dir` key (relative to the file's
+    folder when relative), else the file's own folder; absolute, `..` folded."""
+    folder = Path(path).expanduser().absolute().parent
+    key = data.get("base_dir")
+    return os.path.normpath(folder / Path(key).expanduser() if isinstance(key, str) else folder)
 
 
 def read_config_file(
@@ -77,11 +94,14 @@ def read_config_file(
 ) -> tuple[RunConfig, dict[str, Any]]:
     """Parse a YAML config file once: (the validated RunConfig, the file's mapping redacted).
 
-    base_dir: set as the config's base_dir (the file's own key otherwise). ValueError naming the
-    file when it is missing, not YAML or not a mapping, and naming each bad field otherwise.
+    base_dir: set as the config's base_dir; by default the file's folder (or the file's own
+    base_dir key, resolved against that folder), so a config's relative paths mean the same from
+    any current directory. ValueError naming the file when it is missing, not YAML or not a
+    mapping, and naming each bad field otherwise.
     """
     data = read_config_mapping(path)
-    values = data if base_dir is None else {**data, "base_dir": str(base_dir)}
+    chosen = str(base_dir) if base_dir is not None else file_base_dir(path, data)
+    values = {**data, "base_dir": chosen}
     return config_from_dict(values, source=str(path)), redact_config_dict(data)
 
 
@@ -100,6 +120,17 @@ def default_out_dir(config: RunConfig, store_url: str) -> str:
     return str(Path("certseg-results") / config.name)
 
 
+def config_relative_url(url: str, base_dir: Path) -> str:
+    """A store path or tracking URI written in a config, made independent of the current
+    directory: a relative local path (or `sqlite:///relative.db`) goes under base_dir; URLs
+    with a scheme and absolute paths are unchanged."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"sqlite:///{os.path.normpath(base_dir / url.removeprefix('sqlite:///'))}"
+    if "://" in url or url.startswith("sqlite:") or Path(url).expanduser().is_absolute():
+        return url
+    return os.path.normpath(base_dir / url)
+
+
 def run_context(
     config: RunConfig,
     *,
@@ -114,19 +145,31 @@ def run_context(
     original_config: Mapping[str, Any] | None = None,
     extra_tags: Mapping[str, str] | None = None,
     out_suffix: str = "",
+    started_ms: int | None = None,
 ) -> RunContext:
     """Resolve every override against the config, once: each argument wins when given.
 
     storage_options: None takes the config's (an empty mapping is an explicit "none").
     params: the config's n, α, τ and correction when None. out_suffix: appended to the default
-    results folder only. Raises ValueError when the store URL or storage_options (or, with
-    track, the tracking URI) hold certseg.redact.REDACTED: a placeholder is never sent to a
-    backend.
+    results folder only. started_ms: when the run began (Unix ms; default now). A store path
+    or sqlite tracking file written in the config that is relative resolves against the
+    config's base_dir (`config_relative_url`); the overrides (command-line values) are taken
+    as given. Raises ValueError when the store URL or
+    storage_options (or, with track, the tracking URI) hold certseg.redact.REDACTED: a
+    placeholder is never sent to a backend.
     """
-    url = check_unredacted(store_url or config.store.url, "store.url")
+    base_dir = Path(config.base_dir).expanduser().absolute() if config.base_dir else Path.cwd()
+    written_url = "url" in config.store.model_fields_set  # a default is not the config's path
+    url = store_url or (
+        config_relative_url(config.store.url, base_dir) if written_url else config.store.url
+    )
+    url = check_unredacted(url, "store.url")
     chosen = storage_options if storage_options is not None else config.store.storage_options
     options = check_unredacted(dict(chosen), "store.storage_options")
-    uri = tracking_uri or config.tracking.uri
+    written_uri = "uri" in config.tracking.model_fields_set
+    uri = tracking_uri or (
+        config_relative_url(config.tracking.uri, base_dir) if written_uri else config.tracking.uri
+    )
     if track:
         check_unredacted(uri, "tracking.uri")
     shard_count = shards or config.shards
@@ -143,7 +186,7 @@ def run_context(
         ),
         shards=shard_count,
         out_dir=str(out_dir) if out_dir else default_out_dir(config, url) + out_suffix,
-        base_dir=Path(config.base_dir).expanduser().absolute() if config.base_dir else Path.cwd(),
+        base_dir=base_dir,
         params=params
         or CertifyParams(
             n=config.n, alpha=config.alpha, tau=config.tau, correction=config.correction
@@ -154,6 +197,7 @@ def run_context(
         track=track,
         original_config=dict(original_config) if original_config is not None else None,
         extra_tags=dict(extra_tags or {}),
+        started_ms=started_ms if started_ms is not None else int(time.time() * 1000),
     )
 
 
@@ -169,6 +213,7 @@ def certify_context(
     shards: int | None = None,
     out_dir: str | None = None,
     track: bool = True,
+    started_ms: int | None = None,
 ) -> RunContext:
     """The context of certify-dataset: `config` (a YAML path, parsed once, or a mapping)
     validated, skip_invalid applied, every override resolved (`run_context`)."""
@@ -190,4 +235,5 @@ def certify_context(
         out_dir=out_dir,
         track=track,
         original_config=original,
+        started_ms=started_ms,
     )

@@ -154,6 +154,7 @@ def _track(
         "tags": dict(tags),
         "artifacts": [path.name for path in artifacts],
         "artifact_dirs": {"plots": "plots"},
+        "start_time_ms": ctx.started_ms,
     }
     (folder / TRACKING_FILE).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     try:
@@ -167,6 +168,7 @@ def _track(
             artifacts=artifacts,
             artifact_dirs={"plots": folder / "plots"},
             key=key,
+            start_time_ms=ctx.started_ms,
         )
     except TrackingError as error:
         return RunOutcome(

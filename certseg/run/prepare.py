@@ -12,7 +12,7 @@ compressed, for the store's `targets` array, and the first image for the probe.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -79,22 +79,49 @@ class KeptTargets:
             yield np.frombuffer(zlib.decompress(data), dtype=np.dtype(dtype)).reshape(shape)
 
 
-def probe_segmenters(models: Models, example: Example) -> None:
+def error_cause(error: BaseException) -> str:
+    """One line of an exception's message: the first, or for an error raised inside TorchScript
+    (whose first line only says so) the last, which holds the cause."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+    return line.removeprefix("RuntimeError: ")[:300]
+
+
+def segmenter_files(ctx: RunContext) -> dict[str, str]:
+    """Used segmenter name → its resolved model path (those with a path), for messages."""
+    config = ctx.config
+    return {
+        name: str(ctx.resolve_path(path))
+        for name in config.used_segmenters()
+        if (path := config.segmenters[name].path) is not None
+    }
+
+
+def probe_segmenters(
+    models: Models, example: Example, *, files: Mapping[str, str] | None = None
+) -> None:
     """Run every segmenter once on one (clean) dataset image at its real size.
 
     Catches, before the store is created, what would otherwise fail in the middle of sampling:
-    a class count other than the declared one, an input size the model cannot take. Raises
-    ModelProbeError naming the segmenter, the image and the cause.
+    a class count other than the declared one, an input size the model cannot take, NaN or inf
+    logits. Raises ModelProbeError naming the segmenter (and its file, from `files`: name →
+    path), the image, the cause and what was expected.
     """
     height, width = example.target.shape
     for name, segmenter in models.segmenters.items():
+        where = f"segmenter {name!r}" + (f" ({files[name]})" if files and name in files else "")
         try:
-            predict_clean(segmenter, example.image, models.device)
+            predict_clean(segmenter, example.image, models.device, image_key=example.image_id)
         except Exception as error:
             raise ModelProbeError(
-                f"segmenter {name!r} failed on dataset image {example.image_id!r} "
+                f"{where} failed on dataset image {example.image_id!r} "
                 f"({height}×{width}, the size it will be sampled at): "
-                f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+                f"{type(error).__name__}: {error_cause(error)}; expected "
+                f"(1, {segmenter.num_classes}, {height}, {width}) logits for a (1, 3, {height}, "
+                f"{width}) image in [0, 1] units (a torch.jit.trace'd model keeps the input "
+                "size it was traced at: see docs/segmenters.md)"
             ) from error
 
 
@@ -116,7 +143,7 @@ def prepare_store(ctx: RunContext, models: Models) -> PreparedStore:
     dataset = report.dataset
     if kept.first is None or len(kept) != len(dataset):
         raise RuntimeError(f"validation of {dataset.name!r} did not report each valid item once")
-    probe_segmenters(models, kept.first)
+    probe_segmenters(models, kept.first, files=segmenter_files(ctx))
     health = open_health_dataset(ctx)
     health_ids: tuple[str, ...] = ()
     health_sha = ""

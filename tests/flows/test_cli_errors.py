@@ -43,7 +43,7 @@ def test_wrong_class_count_fails_before_the_store(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["certify", str(config), "--quiet", "--no-track"])
     assert result.exit_code == 1, result.output
     (line,) = _error_lines(result.output)
-    assert "segmenter 'clean' failed on dataset image" in line
+    assert "segmenter 'clean' (" in line and "five.pt) failed on dataset image" in line
     assert "num_classes" in line
     assert "Traceback" not in result.output
     assert not (tmp_path / "store.zarr").exists()

@@ -18,6 +18,7 @@ def test_registry_covers_every_family() -> None:
         == {
             "compact",
             "module",
+            "python",
             "torchscript",
             "segformer",
         }

@@ -89,7 +89,9 @@ def test_a_failing_probe_writes_nothing(models_dir: Path, tmp_path: Path) -> Non
     data = tiny_config_dict(models_dir, tmp_path / "s.zarr")
     data["segmenters"]["noisy"]["path"] = str(tmp_path / "five.pt")
     ctx = context_of(data)
-    with pytest.raises(ModelProbeError, match=r"segmenter 'noisy' failed on dataset image"):
+    with pytest.raises(
+        ModelProbeError, match=r"segmenter 'noisy' \(.*five\.pt\) failed on dataset image"
+    ):
         prepare_store(ctx, load_models(ctx, denoisers=False))
     assert not (tmp_path / "s.zarr").exists()
 
