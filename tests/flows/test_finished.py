@@ -102,3 +102,26 @@ def _config_dict(config: Path) -> dict[str, Any]:
 
     loaded: dict[str, Any] = yaml.safe_load(config.read_text())
     return loaded
+
+
+def test_cli_certify_prints_a_finished_run_without_prefect(
+    first_run: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import certseg.cli.run as cli_run
+    import certseg.flows.certify_dataset as flow_module
+    from certseg.cli import app
+
+    config, first = first_run
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the preflight or the flow ran for a finished run")
+
+    monkeypatch.setattr(flow_module, "certify_dataset", never)
+    monkeypatch.setattr(cli_run, "preflight", never)
+    result = CliRunner().invoke(app, ["certify", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "this run had finished: results read, nothing recomputed" in result.output
+    assert f"MLflow run: {first['run_id']}" in result.output and "already logged" in result.output
+    assert f"0 blocks sampled, {first['sampled_blocks']} resumed" in result.output
