@@ -29,6 +29,7 @@ sections are not part of it anyway.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -545,13 +546,24 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"config file {str(file)!r} does not exist")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"config file {str(file)!r} is not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{file}: expected a mapping at the top level")
-    return data
+    text = file.read_text()
+    key = (str(file.resolve()), hashlib.sha256(text.encode()).hexdigest())
+    if key not in _PARSED:  # the CLI's preflight and the flow it starts share one parse
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"config file {str(file)!r} is not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{file}: expected a mapping at the top level")
+        if len(_PARSED) >= 16:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = data
+    return copy.deepcopy(_PARSED[key])
+
+
+_PARSED: dict[tuple[str, str], dict[str, Any]] = {}
+"""Parsed config files of this process by (absolute path, sha256 of the text): a file is parsed
+once per process while its content is unchanged (callers get deep copies)."""
 
 
 def load_config(path: str | Path, *, base_dir: str | Path | None = None) -> RunConfig:

@@ -78,12 +78,13 @@ def test_each_shared_literal_has_one_home() -> None:
         ("bonferroni", "holm"): "certseg/stats/correction.py",
         ("laousy2023", "matched"): "certseg/noise.py",
         ("cityscapes", "folder", "pascal_context", "synthetic"): "certseg/data/spec.py",
-        ("compact", "module", "segformer", "torchscript"): "certseg/models/spec.py",
+        ("compact", "module", "python", "segformer", "torchscript"): "certseg/models/spec.py",
+        ("resize", "tiled"): "certseg/noise.py",
     }
     seen = declarations(ROOTS)
     for options, home in homes.items():
         [where] = seen[frozenset(options)]
         assert where.split(":")[0] == home, (options, where)
     assert data_spec.DATASET_KINDS == ("synthetic", "cityscapes", "pascal_context", "folder")
-    assert models_spec.FAMILY_NAMES == ("compact", "module", "torchscript", "segformer")
+    assert models_spec.FAMILY_NAMES == ("compact", "module", "python", "torchscript", "segformer")
     assert noise.TIMESTEP_RULES == ("matched", "laousy2023")

@@ -158,6 +158,8 @@ def _finished_before(
     """The outcome of the same run when it finished before (certseg.run.finished): read in a
     second or two, without the preflight, Prefect, Dask or MLflow logging. None otherwise
     (also when the config cannot be read: the normal path reports why)."""
+    if not track:  # an untracked run records no code version: never taken as finished
+        return None
     from certseg.run.context import certify_context
     from certseg.run.finalize import finished_summary
     from certseg.run.finished import finished_run

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import certseg.config as config_module
 import certseg.run.models as run_models
 from certseg.cli import app
 from tests.pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
@@ -87,23 +88,26 @@ def test_parse_once_load_once_decode_once_per_stage(
     images = ["images/a.png", "images/b.png", "images/c.png"]
 
     monkeypatch.setattr(run_models, "_CACHE", {})  # as in a new process
+    monkeypatch.setattr(config_module, "_PARSED", {})
     fresh = CliRunner().invoke(app, ["certify", str(config), "--quiet", "--no-track"])
     assert fresh.exit_code == 0, fresh.output
     assert counts["config parsed"] == 1
     assert counts["segmenter loads"] == 2  # clean and noisy, each once
     assert counts["denoiser loads"] == 1
-    # prepare, sample, and the two images the overlay figure shows
-    assert {rel: counts[rel] for rel in images} == {images[0]: 3, images[1]: 3, images[2]: 2}
+    # certify's preflight (its validation pass, and the first image again for the probe), then
+    # the flow's prepare and sample, and the two images the overlay figure shows
+    assert {rel: counts[rel] for rel in images} == {images[0]: 5, images[1]: 4, images[2]: 3}
 
     counts.clear()
     monkeypatch.setattr(run_models, "_CACHE", {})
+    monkeypatch.setattr(config_module, "_PARSED", {})
     resumed = CliRunner().invoke(app, ["certify", str(config), "--quiet", "--no-track"])
     assert resumed.exit_code == 0, resumed.output
     assert counts["config parsed"] == 1
     assert counts["segmenter loads"] == 2  # the probe, before the store is reopened
-    assert counts["denoiser loads"] == 0  # nothing left to sample through it
-    # prepare, and the overlay figure's two images
-    assert {rel: counts[rel] for rel in images} == {images[0]: 2, images[1]: 2, images[2]: 1}
+    assert counts["denoiser loads"] == 1  # the preflight's check; the flow samples nothing
+    # the preflight (validation, probe), prepare, and the overlay figure's two images
+    assert {rel: counts[rel] for rel in images} == {images[0]: 4, images[1]: 3, images[2]: 2}
 
 
 def test_certify_hands_the_overlays_photos_classes_and_the_stored_certificates(

@@ -103,12 +103,11 @@ def test_channels_last_converts_the_weights_and_keeps_the_predictions(
     import numpy as np
     import torch
 
-    from certseg.config import load_config
     from certseg.data.synthetic import SyntheticDataset
-    from certseg.run.context import run_context
+    from certseg.run.context import read_config_file, run_context
     from certseg.sampling import sample_class_maps
 
-    base = load_config(Path(__file__).parents[2] / "configs" / "tiny.yaml")
+    base, _ = read_config_file(Path(__file__).parents[2] / "configs" / "tiny.yaml")
     sampling = base.sampling.model_copy(update={"channels_last": True})
     fast = base.model_copy(update={"sampling": sampling})
     assert fast.config_id != base.config_id
