@@ -30,12 +30,20 @@ class ImageCertificate:
     `CertificationResult` ((H, W) int32 labels, ABSTAIN where the certificate abstains; radius
     σΦ⁻¹(τ) in [0, 1] image units). recounted: the counts were counted from stored samples now
     (False: read from the store's persisted counts, or counted from maps handed in).
+    look: the 0-based sequential look the certificate was made at (None: fixed n); its counts
+    then hold the look's n_l estimation samples and result.alpha is the look's α_l.
     """
 
     sigma: float
     counts: ImageCounts
     result: CertificationResult
     recounted: bool = False
+    look: int | None = None
+
+    @property
+    def estimation_samples(self) -> int:
+        """The estimation samples the certificate used: n, or n_l at a sequential look."""
+        return self.counts.n
 
     @property
     def labels(self) -> np.ndarray:
