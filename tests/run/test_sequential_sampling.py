@@ -20,6 +20,7 @@ from certseg.aggregate import AggregateResult, CertifyParams, aggregate_store
 from certseg.certificates import certify_stored_image
 from certseg.config import config_from_dict
 from certseg.run.context import RunContext, run_context
+from certseg.run.finished import store_complete
 from certseg.run.models import Models, load_models
 from certseg.run.prepare import prepare_store
 from certseg.run.recertify import read_stored_run
@@ -277,7 +278,9 @@ def test_an_unfinished_sequential_store_is_not_aggregated(models_dir: Path, tmp_
     prepare_store(ctx, models)
     sample_shard(ctx, Shard(0, 0, 4), models=models, sampler=CountingSampler())
     store = SampleStore.open(ctx.store_url)
-    store.group["stop/sigma_0.25/clean"][1] = -1
+    assert store_complete(store, ctx) is not None
+    store.group["stop/sigma_0.25/clean"][1] = -1  # killed after the last block, before its stop
+    assert store_complete(store, ctx) is None  # so a re-run samples (recounts), not re-reads
     with pytest.raises(ValueError, match="no stopping look yet"):
         aggregate_store(ctx.store_url, _params(ctx))
 
@@ -288,6 +291,10 @@ def test_fixed_n_stores_are_unchanged_and_report_n0_plus_n(tmp_path: Path) -> No
     store = fill_toy_store(str(tmp_path / "toy.zarr"))
     assert store.looks == () and "sequential" not in store.attrs
     assert "stop" not in dict(store.group.groups())
+    with pytest.raises(ValueError, match="not sequential"):
+        store.read_stop(0.25, "v1", 0)
+    with pytest.raises(ValueError, match="not sequential"):
+        store.mark_not_needed(0.25, "none", 0, 0)
     result = aggregate_store(store.url, CertifyParams(n=20, alpha=0.01, tau=0.6))
     assert all(s.estimation_samples == 20 * 3 for s in result.summaries.values())
     template = StoreTemplate(
