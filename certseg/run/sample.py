@@ -409,21 +409,21 @@ def sample_shard(
                         if store.looks
                         else None
                     )
+                    # every variant's stopping look recorded: the group is decided (resume)
+                    decided = looks.recorded_end() if looks is not None else None
+                    if looks is not None and decided is not None:
+                        writer.submit(functools.partial(looks.mark_not_needed, group, decided))
+                        looks = None  # nothing to count: only draw what may be missing
 
                     for phase in PHASES_STORED:
                         done = store.done_blocks(sigma, group, phase, image)
                         blocks = store.blocks(phase)
-                        if looks is not None and phase == "estimation":
-                            decided = looks.recorded_end()
-                            if decided is not None:  # stopped before (or a resumed run's end)
-                                writer.submit(
-                                    functools.partial(looks.mark_not_needed, group, decided)
-                                )
-                                skipped += len(blocks)
-                                for start, stop in blocks:
-                                    if progress is not None:
-                                        progress(stop - start, True)
-                                continue
+                        if decided is not None and phase == "estimation":
+                            skipped += len(blocks)  # sampled up to the stop, then not needed
+                            for start, stop in blocks:
+                                if progress is not None:
+                                    progress(stop - start, True)
+                            continue
                         for block, (start, stop) in enumerate(blocks):
                             if done[block]:
                                 skipped += 1
