@@ -318,3 +318,44 @@ def test_fixed_n_stores_are_unchanged_and_report_n0_plus_n(tmp_path: Path) -> No
     )
     assert not any(spec.path.startswith("stop/") for spec in template.array_specs())
     assert "sequential" not in template.root_attrs()
+
+
+def test_sequential_template_layout_and_block_grid() -> None:
+    """The sequential part of the layout contract: one int16 stop array per (σ, variant), fill
+    -1, one image per chunk; the `sequential` attribute; looks off the block grid refused."""
+    base: dict[str, Any] = {
+        "config_id": "c" * 64,
+        "config_json": "{}",
+        "code_version": "t",
+        "manifest_sha256": "m",
+        "dataset_name": "toy",
+        "image_ids": ("a", "b"),
+        "image_shapes": ((4, 4), (4, 4)),
+        "num_classes": 2,
+        "class_names": ("x", "y"),
+        "ignore_index": 255,
+        "sigmas": (0.25,),
+        "variants": ("v", "w"),
+        "variant_segmenters": {v: {sigma_key(0.25): "s"} for v in ("v", "w")},
+        "groups": {"none": ("v", "w")},
+        "n0": 2,
+        "n": 10,
+        "samples_per_chunk": 5,
+    }
+    template = StoreTemplate(
+        **base, looks=(5, 10), look_alphas=(0.025, 0.075), alpha=0.1, fraction_tolerance=0.0
+    )
+    stops = [s for s in template.array_specs() if s.path.startswith("stop/")]
+    assert [(s.path, s.shape, s.chunks, s.dtype, s.fill_value) for s in stops] == [
+        (f"stop/{sigma_key(0.25)}/{v}", (2,), (1,), "int16", -1) for v in ("v", "w")
+    ]
+    assert template.root_attrs()["sequential"] == {
+        "looks": [5, 10],
+        "alphas": [0.025, 0.075],
+        "alpha": 0.1,
+        "fraction_tolerance": 0.0,
+    }
+    with pytest.raises(ValueError, match=r"sequential\.looks \[4, 10\].*blocks of 5 samples"):
+        StoreTemplate(**base, looks=(4, 10), look_alphas=(0.05, 0.05), alpha=0.1)
+    with pytest.raises(ValueError, match="must end at n = 10"):
+        StoreTemplate(**base, looks=(5,), look_alphas=(0.1,), alpha=0.1)
