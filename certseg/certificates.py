@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from certseg.config import CertifyParams
+from certseg.redact import redact_url
 from certseg.stats import CertificationResult, ImageCounts, certify_pixels, count_image_votes
-from certseg.storage import SampleStore
+from certseg.stats.sequential import certify_at_look
+from certseg.storage import SampleStore, sigma_key
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,12 +30,20 @@ class ImageCertificate:
     `CertificationResult` ((H, W) int32 labels, ABSTAIN where the certificate abstains; radius
     σΦ⁻¹(τ) in [0, 1] image units). recounted: the counts were counted from stored samples now
     (False: read from the store's persisted counts, or counted from maps handed in).
+    look: the 0-based sequential look the certificate was made at (None: fixed n); its counts
+    then hold the look's n_l estimation samples and result.alpha is the look's α_l.
     """
 
     sigma: float
     counts: ImageCounts
     result: CertificationResult
     recounted: bool = False
+    look: int | None = None
+
+    @property
+    def estimation_samples(self) -> int:
+        """The estimation samples the certificate used: n, or n_l at a sequential look."""
+        return self.counts.n
 
     @property
     def labels(self) -> np.ndarray:
@@ -136,9 +146,64 @@ def certify_stored_image(
     *,
     persist_counts: bool = True,
 ) -> ImageCertificate:
-    """Certify one stored image at one (σ, variant) with params (counts via `read_or_count`)."""
+    """Certify one stored image at one (σ, variant) with params (counts via `read_or_count`).
+
+    A sequential store (store.looks) is certified at the image's recorded stopping look l:
+    the counts of the first n_l estimation samples at level α_l (`certify_at_look`; params.n
+    must be the store's n and params.alpha the α the looks split)."""
+    if store.looks:
+        return certify_stored_look(
+            store, sigma, variant, image, params, persist_counts=persist_counts
+        )
     counts, recounted = read_or_count(
         store, sigma, variant, image, params.n, persist=persist_counts
     )
     certificate = certify_counts(counts, sigma=sigma, params=params)
     return ImageCertificate(sigma, counts, certificate.result, recounted=recounted)
+
+
+def check_sequential_params(store: SampleStore, params: CertifyParams) -> None:
+    """ValueError unless params fit the sequential store: n its n and α the α its looks split
+    (the levels α_l were fixed before sampling; another α or n would need other looks)."""
+    if params.n != store.n or params.alpha != store.sequential_alpha:
+        raise ValueError(
+            f"store {redact_url(store.url)!r} was sampled sequentially (looks {list(store.looks)}, "
+            f"α = {store.sequential_alpha} split as {list(store.look_alphas)}): it is certified "
+            f"only with n = {store.n} and α = {store.sequential_alpha}, each image at its "
+            f"recorded stopping look; got n = {params.n}, α = {params.alpha}"
+        )
+
+
+def certify_stored_look(
+    store: SampleStore,
+    sigma: float,
+    variant: str,
+    image: int,
+    params: CertifyParams,
+    *,
+    persist_counts: bool = True,
+) -> ImageCertificate:
+    """Certify one image of a sequential store at its recorded stopping look l: counts over the
+    first n_l estimation samples (`read_or_count`), `certify_at_look` at α_l with params' τ and
+    correction. Guarantee: FWER <= α over the looks (union bound, docs/method.md §5).
+    ValueError when the image has no stopping look yet (not completely sampled)."""
+    check_sequential_params(store, params)
+    look = store.read_stop(sigma, variant, image)
+    if look < 0:
+        raise ValueError(
+            f"store {redact_url(store.url)!r}: image {store.image_ids[image]!r}, "
+            f"{sigma_key(sigma)}, variant {variant!r} has no stopping look yet (sampling did not "
+            "finish); run certify (it resumes) first"
+        )
+    n_look = store.looks[look]
+    counts, recounted = read_or_count(store, sigma, variant, image, n_look, persist=persist_counts)
+    result = certify_at_look(
+        counts.labels_selected,
+        counts.k,
+        n_look,
+        store.look_alphas[look],
+        tau=params.tau,
+        sigma=sigma,
+        correction=params.correction,
+    )
+    return ImageCertificate(sigma, counts, result, recounted=recounted, look=look)

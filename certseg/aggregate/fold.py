@@ -22,7 +22,7 @@ from certseg.aggregate.summary import (
     certified_map,
     summarize_certificate,
 )
-from certseg.certificates import certify_stored_image
+from certseg.certificates import certify_stored_image, check_sequential_params
 from certseg.config import CertifyParams
 from certseg.redact import check_unredacted, redact_url
 from certseg.storage import SampleStore, sigma_key
@@ -114,6 +114,8 @@ def aggregate_store(
         raise ValueError(
             f"n={params.n} exceeds the {store.n} estimation samples in {redact_url(store_url)!r}"
         )
+    if store.looks:  # sequential: each image at its stopping look, with the stored α split
+        check_sequential_params(store, params)
     sigma_list = list(sigmas) if sigmas is not None else list(store.sigmas)
     variant_list = list(variants) if variants is not None else list(store.variants)
     _check_complete(store, sigma_list, variant_list)
@@ -163,6 +165,14 @@ def _check_complete(store: SampleStore, sigmas: Sequence[float], variants: Seque
                             f"{store.image_ids[image]!r}, {sigma_key(sigma)}, group {group!r}, "
                             f"phase {phase!r}; run certify (it resumes) first"
                         )
+        for variant in variants if store.looks else ():
+            for image in range(store.num_images):
+                if store.read_stop(sigma, variant, image) < 0:
+                    raise ValueError(
+                        f"store {redact_url(store.url)!r} is not completely sampled: image "
+                        f"{store.image_ids[image]!r}, {sigma_key(sigma)}, variant {variant!r} "
+                        "has no stopping look yet; run certify (it resumes) first"
+                    )
         for segmenter in {store.segmenter_of(v, sigma) for v in variants}:
             for image in range(store.num_images):
                 if not store.clean_done(segmenter, image):

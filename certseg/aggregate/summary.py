@@ -37,6 +37,8 @@ class ImageSummary:
     smallest k the first correction step can certify (level α/m, m = the image's pixels), min
     over images: above n, no pixel of any image can be certified. recounted: images whose
     counts were counted from stored samples (not read from persisted counts).
+    estimation_samples: the estimation samples the certificates used, summed over the images
+    (n each at fixed n; n_l of each image's stopping look when sequential).
     """
 
     sigma: float
@@ -49,6 +51,7 @@ class ImageSummary:
     min_count: int
     first_count: int
     recounted: int = 0
+    estimation_samples: int = 0
 
     def merge(self, other: ImageSummary) -> ImageSummary:
         """The summary of both (the same σ and variant)."""
@@ -70,6 +73,7 @@ class ImageSummary:
             min_count=min(self.min_count, other.min_count),
             first_count=min(self.first_count, other.first_count),
             recounted=self.recounted + other.recounted,
+            estimation_samples=self.estimation_samples + other.estimation_samples,
         )
 
 
@@ -116,7 +120,8 @@ def summarize_certificate(
     certified = ConfusionAccumulator(c).update(certificate.labels, target, ignore_index)
     smoothed = ConfusionAccumulator(c).update(counts.labels_smoothed, target, ignore_index)
     clean_tally = ConfusionAccumulator(c).update(clean, target, ignore_index)
-    radii = pixel_radii(counts.k, params.n, alpha=params.alpha, sigma=sigma)
+    n, alpha = counts.n, certificate.result.alpha
+    radii = pixel_radii(counts.k, n, alpha=alpha, sigma=sigma)
     good = (radii > 0) & (counts.labels_selected == target) & (target != ignore_index)
     edges = radius_edges(sigma)
     hist, _ = np.histogram(np.minimum(radii[good], edges[-1]), bins=edges)
@@ -129,6 +134,7 @@ def summarize_certificate(
         clean=clean_tally,
         radius_hist=tuple(int(v) for v in hist),
         min_count=int(certificate.result.min_count),
-        first_count=min_count_to_certify(params.n, params.tau, params.alpha / counts.k.size),
+        first_count=min_count_to_certify(n, params.tau, alpha / counts.k.size),
         recounted=int(certificate.recounted),
+        estimation_samples=int(n),
     )

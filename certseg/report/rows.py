@@ -37,7 +37,9 @@ def build_rows(
     """One row per (σ, variant), in config order, with certified/smoothed/clean metrics.
 
     samples_per_second: sigma_key → model evaluations per second measured while sampling
-    (absent on a resumed run that sampled nothing: NaN).
+    (absent on a resumed run that sampled nothing: NaN). samples_per_image: the mean forward
+    passes per image the variant's certificates used, n0 + estimation samples (n0 + n at fixed
+    n; n0 + n_l of each image's stopping look when sequential, docs/sequential.md).
     """
     from certseg.storage import sigma_key
 
@@ -80,6 +82,8 @@ def build_rows(
                 "tau": params.tau,
                 "correction": params.correction,
                 "samples_per_second": float(rates.get(sigma_key(sigma), math.nan)),
+                "samples_per_image": config.n0
+                + summary.estimation_samples / max(1, summary.num_images),
             }
             for name, value in zip(class_names, certified.iou, strict=True):
                 row[f"iou_{name}"] = float(value)

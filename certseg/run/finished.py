@@ -41,7 +41,8 @@ class FinishedRun:
 
 def store_complete(store: SampleStore, ctx: RunContext) -> int | None:
     """The number of sample blocks when every block of every (σ, group, phase, image) is flagged
-    done and every clean prediction is stored; None otherwise."""
+    done (or, in a sequential store, not needed), every stopping look is recorded (sequential
+    stores) and every clean prediction is stored; None otherwise."""
     config = ctx.config
     blocks = 0
     for sigma in config.sigmas:
@@ -52,6 +53,11 @@ def store_complete(store: SampleStore, ctx: RunContext) -> int | None:
                     if not done.all():
                         return None
                     blocks += int(done.size)
+    for sigma in config.sigmas if store.looks else ():
+        for variant in store.variants:
+            for image in range(store.num_images):
+                if store.read_stop(sigma, variant, image) < 0:
+                    return None
     for segmenter in config.used_segmenters():
         for image in range(store.num_images):
             if not store.clean_done(segmenter, image):

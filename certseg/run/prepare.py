@@ -153,6 +153,8 @@ def prepare_store(ctx: RunContext, models: Models) -> PreparedStore:
         health_sha = health.manifest().sha256
     manifest = dataset.manifest()
     ids = tuple(dataset.image_ids())
+    schedule = config.look_schedule()
+    sequential = config.sequential
     template = StoreTemplate(
         config_id=config.config_id,
         config_json=config.to_public_json(),  # secrets redacted; config_id is unaffected
@@ -181,6 +183,12 @@ def prepare_store(ctx: RunContext, models: Models) -> PreparedStore:
         skipped_files=tuple(report.skipped),
         sampling_precision=sampling_precision(models),
         noise_stream=noise_stream(models.device),
+        looks=schedule.sample_counts if schedule else (),
+        look_alphas=schedule.alphas if schedule else (),
+        alpha=schedule.alpha if schedule else 0.0,
+        fraction_tolerance=(
+            sequential.fraction_tolerance if schedule and sequential is not None else 0.0
+        ),
     )
     try:
         store = SampleStore.create(

@@ -33,11 +33,22 @@ class StoredRun:
 
 
 def read_stored_run(store_url: str, storage_options: Mapping[str, Any] | None) -> StoredRun:
-    """Open the store read-only with the caller's storage_options (never the persisted ones)."""
+    """Open the store read-only with the caller's storage_options (never the persisted ones).
+
+    ValueError for a sequential store (docs/sequential.md): recertify is refused there."""
     store = SampleStore.open(store_url, storage_options=storage_options, read_only=True)
     config = config_from_dict(
         json.loads(store.attrs["config"]), source=f"store {redact_url(store_url)}"
     )
+    if store.looks:
+        raise ValueError(
+            f"store {redact_url(store_url)!r} was sampled sequentially (sequential.looks "
+            f"{list(store.looks)}): its images stopped at different looks with α split as "
+            f"{list(store.look_alphas)} before sampling, so recertifying with another α, τ, "
+            "correction or n is refused (a smaller n or new looks would need samples the store "
+            "may not hold); re-run certify on it to read its certificates, or sample a "
+            "fixed-n store (sequential.enabled: false) to recertify"
+        )
     return StoredRun(config, store.n, tuple(read_health_results(store, config)))
 
 

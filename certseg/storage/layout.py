@@ -16,6 +16,14 @@ contiguous image range) owns whole chunks and concurrent writers never share one
     counts/<sigma>/<variant>/labels_smoothed   (image, y, x)          int32   chunks (1, H, W)
     counts/<sigma>/<variant>/n                 (image,)               int32   chunks (1,)
     health/<sigma>/<variant>                   (health_image, field)  int64   chunks (1, 2)
+    stop/<sigma>/<variant>                     (image,)               int16   chunks (1,)
+
+stop/... exists only in a sequential store (template.looks set; docs/sequential.md): the 0-based
+look at which sampling of the image stopped for the variant (-1: not decided yet). In a
+sequential store a block flag of 2 means "not needed": every variant of the group stopped at an
+earlier look, so the block was never sampled (its samples read as zeros and are never used); a
+flag of 1 or 2 both count as complete for resume and completeness checks. Non-sequential stores
+have no stop arrays, no `sequential` attribute and only flags 0 and 1, as before.
 
 Each completion flag is its own chunk, so two runs sampling the same image at once (identical
 writes of identical samples) never erase each other's flags; stores made with one flags chunk
@@ -60,6 +68,7 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
     "counts": ("image", "y", "x"),
     "counts_n": ("image",),
     "health": ("health_image", "field"),
+    "stop": ("image",),
 }
 """Dimension names of each array kind (stored as zarr v3 dimension_names)."""
 
@@ -110,6 +119,22 @@ def sample_chunking(frame: tuple[int, int], itemsize: int, chunk_bytes: int) -> 
     if frame_bytes <= chunk_bytes:
         return chunk_bytes // frame_bytes, height
     return 1, max(1, chunk_bytes // (width * itemsize))
+
+
+def check_looks_on_blocks(looks: tuple[int, ...], n: int, block: int) -> None:
+    """ValueError naming sequential.looks and the block size unless every look falls on an
+    estimation block boundary (a multiple of `block`) and the last one is n: a look decides after
+    whole sample blocks, the unit of sampling, writing and flagging."""
+    if not looks or looks[-1] != n:
+        raise ValueError(f"sequential.looks must end at n = {n}, got {list(looks)}")
+    off = [look for look in looks if look != n and look % block]
+    if off:
+        raise ValueError(
+            f"sequential.looks {list(looks)}: looks {off} do not fall on an estimation block "
+            f"boundary (blocks of {block} samples, sampling.samples_per_chunk or the chunking "
+            "from the frame size): choose looks that are multiples of the block size, or set "
+            "sampling.samples_per_chunk to a divisor of every look"
+        )
 
 
 @dataclass(frozen=True)
@@ -166,6 +191,14 @@ class StoreTemplate:
     stores, which were all drawn on the CPU)."""
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     """Target uncompressed bytes per sample chunk, used when samples_per_chunk is None."""
+    looks: tuple[int, ...] = ()
+    """Sequential certification's looks n_1 < ... < n_L = n (estimation samples); () when off."""
+    look_alphas: tuple[float, ...] = ()
+    """α_ℓ of each look (same length as looks); () when off."""
+    alpha: float = 0.0
+    """The family-wise α the looks' levels sum to at most (sequential stores only)."""
+    fraction_tolerance: float = 0.0
+    """The stopping rule's certified-fraction tolerance (sequential stores only)."""
 
     def __post_init__(self) -> None:
         if len(self.image_ids) != len(self.image_shapes):
@@ -188,6 +221,13 @@ class StoreTemplate:
         grouped = sorted(v for names in self.groups.values() for v in names)
         if grouped != sorted(self.variants):
             raise ValueError("StoreTemplate.groups must partition the variants")
+        if self.looks:
+            check_looks_on_blocks(self.looks, self.n, self.block_size("estimation"))
+            if len(self.look_alphas) != len(self.looks):
+                raise ValueError(
+                    f"StoreTemplate.look_alphas must have one level per look {self.looks}, "
+                    f"got {self.look_alphas}"
+                )
 
     @property
     def class_dtype(self) -> str:
@@ -281,6 +321,12 @@ class StoreTemplate:
                         DIMENSIONS["counts_n"],
                     )
                 )
+                if self.looks:
+                    specs.append(
+                        ArraySpec(
+                            f"stop/{key}/{variant}", (num,), (1,), "int16", -1, DIMENSIONS["stop"]
+                        )
+                    )
                 if self.health_ids:
                     specs.append(
                         ArraySpec(
@@ -344,4 +390,16 @@ class StoreTemplate:
             "skipped_files": [list(item) for item in self.skipped_files],
             "sampling_precision": self.sampling_precision,
             "noise_stream": self.noise_stream,
+            **(
+                {
+                    "sequential": {
+                        "looks": list(self.looks),
+                        "alphas": list(self.look_alphas),
+                        "alpha": self.alpha,
+                        "fraction_tolerance": self.fraction_tolerance,
+                    }
+                }
+                if self.looks
+                else {}
+            ),
         }

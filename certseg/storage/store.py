@@ -164,6 +164,12 @@ class SampleStore:
         self.n: int = int(attrs["n"])
         self.samples_per_chunk: int = int(attrs["samples_per_chunk"])
         self.health_ids: tuple[str, ...] = tuple(attrs.get("health_ids", []))
+        sequential = attrs.get("sequential") or {}
+        self.looks: tuple[int, ...] = tuple(int(n) for n in sequential.get("looks", ()))
+        """Sequential looks n_1 < ... < n_L = n; () for a fixed-n store."""
+        self.look_alphas: tuple[float, ...] = tuple(float(a) for a in sequential.get("alphas", ()))
+        self.sequential_alpha: float = float(sequential.get("alpha", 0.0))
+        self.fraction_tolerance: float = float(sequential.get("fraction_tolerance", 0.0))
         self._shapes: np.ndarray | None = None
         self._arrays: dict[str, Any] = {}
         self.created = False
@@ -478,11 +484,54 @@ class SampleStore:
         return f"done/{sigma_key(sigma)}/{group}/{phase}"
 
     def done_blocks(self, sigma: float, group: str, phase: str, image: int) -> np.ndarray:
-        """(blocks,) bool: which sample blocks of an image are complete for a denoiser group."""
+        """(blocks,) bool: which sample blocks of an image are complete for a denoiser group:
+        sampled (flag 1) or, in a sequential store, not needed (flag 2, `mark_not_needed`)."""
+        done: np.ndarray = self.block_flags(sigma, group, phase, image) >= 1
+        return done
+
+    def block_flags(self, sigma: float, group: str, phase: str, image: int) -> np.ndarray:
+        """(blocks,) uint8 flags of an image's sample blocks: 0 missing, 1 sampled, 2 not needed
+        (sequential stores only: every variant of the group stopped before the block)."""
         image = self._check_image(image)
         flags: np.ndarray = np.asarray(self._array(self._done_path(sigma, group, phase))[image])
-        done: np.ndarray = flags == 1
-        return done
+        return flags
+
+    def mark_not_needed(self, sigma: float, group: str, image: int, block: int) -> None:
+        """Flag an estimation block "not needed" (2) in a sequential store: every variant of the
+        group stopped at a look before it (`write_stop` first). A sampled block keeps flag 1."""
+        if not self.looks:
+            raise ValueError(
+                f"store {redact_url(self.url)!r} is not sequential: no block is 'not needed'"
+            )
+        image = self._check_image(image)
+        array = self._array(self._done_path(sigma, group, "estimation"))
+        if not 0 <= block < array.shape[1]:
+            raise ValueError(f"block must be in [0, {array.shape[1]}), got {block}")
+        if int(array[image, block]) != 1:
+            array[image, block] = 2
+
+    # --- sequential stopping looks -------------------------------------------------------
+
+    def write_stop(self, sigma: float, variant: str, image: int, look: int) -> None:
+        """Record the 0-based look at which sampling of an image stopped for a variant."""
+        image = self._check_image(image)
+        if not 0 <= look < len(self.looks):
+            raise ValueError(f"look must be in [0, {len(self.looks)}), got {look}")
+        self._array(self._stop_path(sigma, variant))[image] = look
+
+    def read_stop(self, sigma: float, variant: str, image: int) -> int:
+        """The recorded stopping look of an image for a variant (-1: not decided yet)."""
+        image = self._check_image(image)
+        return int(self._array(self._stop_path(sigma, variant))[image])
+
+    def _stop_path(self, sigma: float, variant: str) -> str:
+        if not self.looks:
+            raise ValueError(
+                f"store {redact_url(self.url)!r} is not sequential: it records no stopping looks"
+            )
+        if variant not in self.variants:
+            raise ValueError(f"variant must be one of {self.variants}, got {variant!r}")
+        return f"stop/{sigma_key(sigma)}/{variant}"
 
     def mark_done(self, sigma: float, group: str, phase: str, image: int, block: int) -> None:
         """Flag one sample block complete (after its data is written, by the same writer).

@@ -68,3 +68,34 @@ def test_the_dask_flow_needs_a_scheduler_address(tmp_path_factory: pytest.TempPa
     with pytest.raises(ValueError, match="dask_address: needs a Dask scheduler address"):
         flow(str(config_file), dask_address="", track=False)
     assert not (root / "s.zarr").exists()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_certify_a_sequential_config(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """sequential.enabled through the certify flow: groups stop early, the rows report the mean
+    samples per image, a re-run resumes without sampling, recertify is refused."""
+    from certseg.flows.certify_dataset import certify_dataset
+    from certseg.flows.recertify import recertify
+
+    root = tmp_path_factory.mktemp("seqflow")
+    models = make_models_dir(tmp_path_factory.getbasetemp() / "standins")
+    data = tiny_config_dict(models, root / "store.zarr", broken=True)
+    data.update(n=30, alpha=0.5, tau=0.55)
+    data["sampling"]["samples_per_chunk"] = 5
+    data["sequential"] = {
+        "enabled": True,
+        "looks": [10, 20, 30],
+        "alpha_weights": [1.0, 1.0, 1.0],
+        "fraction_tolerance": 0.1,
+    }
+    config_file = write_config(root / "seq.yaml", data)
+    first = certify_dataset(str(config_file), track=False)
+    fixed_blocks = 4 * 2 * 2 * (1 + 6)  # images × σ × groups × (selection + estimation blocks)
+    assert first["sampled_blocks"] < fixed_blocks
+    per_image = [r["samples_per_image"] for r in first["rows"]]
+    assert all(3 + 10 <= s <= 3 + 30 for s in per_image) and min(per_image) < 3 + 30
+    second = certify_dataset(str(config_file), track=False)
+    assert second["sampled_blocks"] == 0
+    assert [r["samples_per_image"] for r in second["rows"]] == per_image
+    with pytest.raises(ValueError, match="sampled sequentially"):
+        recertify(str(root / "store.zarr"), alpha=0.2, track=False)
