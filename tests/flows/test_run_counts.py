@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import certseg.config as config_module
+import certseg.config.files as config_files
 import certseg.run.models as run_models
 from certseg.cli import app
 from tests.pipeline_fixtures import make_models_dir, tiny_config_dict, write_config
@@ -88,7 +88,7 @@ def test_parse_once_load_once_decode_once_per_stage(
     images = ["images/a.png", "images/b.png", "images/c.png"]
 
     monkeypatch.setattr(run_models, "_CACHE", {})  # as in a new process
-    monkeypatch.setattr(config_module, "_PARSED", {})
+    monkeypatch.setattr(config_files, "_PARSED", {})
     fresh = CliRunner().invoke(app, ["certify", str(config), "--quiet", "--no-track"])
     assert fresh.exit_code == 0, fresh.output
     assert counts["config parsed"] == 1
@@ -100,7 +100,7 @@ def test_parse_once_load_once_decode_once_per_stage(
 
     counts.clear()
     monkeypatch.setattr(run_models, "_CACHE", {})
-    monkeypatch.setattr(config_module, "_PARSED", {})
+    monkeypatch.setattr(config_files, "_PARSED", {})
     resumed = CliRunner().invoke(app, ["certify", str(config), "--quiet", "--no-track"])
     assert resumed.exit_code == 0, resumed.output
     assert counts["config parsed"] == 1

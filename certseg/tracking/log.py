@@ -1,35 +1,29 @@
-"""MLflow lineage: the only module that imports mlflow.
+"""Logging one MLflow run: params, lineage tags (each model file's sha256), metrics per σ and
+variant, artifacts; keyed so that logging the same run again never duplicates it; re-logging a
+results folder that could not be tracked (`relog_results`).
 
-A run records params (the full config, flattened), tags (config_id, code version, dataset manifest
-sha256, each model file's sha256, the store URL), metrics per σ and variant, and artifacts
-(results.parquet and .csv, plots, the config file). The tracking URI is always passed in (default
-`sqlite:///mlruns.db` in the working directory; MLflow 3.17 refuses a ./mlruns file store); with a
-sqlite URI, artifacts go to an `mlartifacts/` folder beside the database file.
-
-Robustness: `prepare_tracking_store` is called before any sampling, so a broken or unreachable
-tracking store fails fast. A new sqlite database is built under a temporary name and linked into
-place only when complete, so a kill -9 or a second process during its creation never leaves a
-half-made database behind. Every failure to track raises `TrackingError` (a ValueError: never
-retried) with a message saying what to do. A run is keyed (`certseg.run_key`): logging the same
-key again returns the finished run instead of a duplicate, and continues an interrupted one.
+A run is keyed (tag `certseg.run_key`): logging the same key again returns the finished run
+instead of a duplicate, and continues an interrupted one. Every failure raises `TrackingError`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import math
-import os
-import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec
 
 from certseg.storage.layout import sigma_key
+from certseg.tracking.store import (
+    TrackingError,
+    _artifact_location,
+    _first_line,
+    prepare_tracking_store,
+)
 
 METRICS: tuple[str, ...] = (
     "certified_accuracy",
@@ -68,83 +62,19 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 _P = ParamSpec("_P")
 
+
 RUN_KEY_TAG = "certseg.run_key"
 """Tag holding a run's identity: the same key is logged once (see `log_run`)."""
 
+
 TRACKING_FILE = "tracking.json"
 """What `finalize_run` would log, written to the results folder first (`certseg log` re-logs it)."""
-
-
-class TrackingError(ValueError):
-    """The tracking store could not be used; the message names it and what to do next."""
 
 
 def metric_key(metric: str, sigma: float, variant: str) -> str:
     """MLflow metric name of one (metric, σ, variant), e.g. certified_accuracy/sigma_0.25/clean;
     σ is named by the store's `sigma_key`, so distinct σ values never share a metric."""
     return f"{metric}/{sigma_key(sigma)}/{variant}"
-
-
-def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    database = Path(tracking_uri[len("sqlite:///") :])
-    return (database.resolve().parent / "mlartifacts" / experiment).as_uri()
-
-
-def _sqlite_path(tracking_uri: str) -> Path | None:
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(tracking_uri[len("sqlite:///") :])
-
-
-def prepare_tracking_store(tracking_uri: str) -> None:
-    """Make sure the tracking store can be used, before a run spends any time sampling.
-
-    A missing sqlite database is created whole: MLflow's tables are made in a temporary file
-    beside it, which is then hard-linked to the final name (atomic, and it never replaces an
-    existing file), so a killed creator leaves no half-made database and two first users end
-    with one. Any store is then opened once. Raises TrackingError naming the URI and the cause.
-    """
-    path = _sqlite_path(tracking_uri)
-    if path is not None and not path.exists():
-        _create_sqlite_store(path)
-    try:
-        from mlflow.tracking import MlflowClient
-
-        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
-    except Exception as error:
-        hint = ""
-        if path is not None:
-            hint = (
-                f" If {path} was left half-made by an interrupted run, move it aside (e.g. "
-                f"`mv {path} {path}.broken`) and run again: a new database is created whole."
-            )
-        raise TrackingError(
-            f"MLflow tracking store {tracking_uri!r} cannot be used: "
-            f"{type(error).__name__}: {_first_line(error)}.{hint} "
-            "Or pass another --tracking-uri, or --no-track."
-        ) from error
-
-
-def _create_sqlite_store(path: Path) -> None:
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    artifact_root = (path.resolve().parent / "mlartifacts").as_uri()
-    try:
-        store = SqlAlchemyStore(f"sqlite:///{partial}", artifact_root)  # type: ignore[no-untyped-call]
-        store.engine.dispose()
-        with contextlib.suppress(FileExistsError):  # another creator won: use theirs
-            os.link(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:300] if text else type(error).__name__
 
 
 def run_key(**identity: Any) -> str:
@@ -330,97 +260,3 @@ def relog_results(folder: Path, *, tracking_uri: str | None = None) -> RunRecord
         key=record.get("key"),
         start_time_ms=record.get("start_time_ms"),
     )
-
-
-@dataclass(frozen=True)
-class RunData:
-    """A logged run read back: params, tags, latest metrics and the results rows."""
-
-    run_id: str
-    params: dict[str, str]
-    tags: dict[str, str]
-    metrics: dict[str, float]
-    rows: list[dict[str, Any]]
-    artifacts: list[str]
-
-
-def read_run(run_id: str, *, tracking_uri: str) -> RunData:
-    """Read a run back (its results.parquet artifact is downloaded to a temporary folder)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from certseg.report import read_results
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as error:
-        raise ValueError(f"no MLflow run {run_id!r} at {tracking_uri!r}: {error}") from None
-    names = _list_artifacts(client, run_id)
-    rows: list[dict[str, Any]] = []
-    if "results.parquet" in names:
-        with tempfile.TemporaryDirectory() as folder:
-            local = client.download_artifacts(run_id, "results.parquet", folder)
-            rows = read_results(Path(local))
-    return RunData(
-        run_id=run_id,
-        params=dict(run.data.params),
-        tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
-        metrics=dict(run.data.metrics),
-        rows=rows,
-        artifacts=names,
-    )
-
-
-def _list_artifacts(client: Any, run_id: str, path: str | None = None) -> list[str]:
-    out = []
-    for item in client.list_artifacts(run_id, path):
-        if item.is_dir:
-            out.extend(_list_artifacts(client, run_id, item.path))
-        else:
-            out.append(item.path)
-    return sorted(out)
-
-
-def latest_run_id(*, tracking_uri: str, experiment: str | None = None) -> str:
-    """The most recent run of an experiment, or of any experiment when None (ValueError when
-    there is none)."""
-    from mlflow.entities import ViewType
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    if experiment is not None:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri!r}")
-        ids = [found.experiment_id]
-    else:
-        ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
-    runs = (
-        client.search_runs(ids, order_by=["attributes.start_time DESC"], max_results=1)
-        if ids
-        else []
-    )
-    if not runs:
-        where = f"experiment {experiment!r}" if experiment else "any experiment"
-        raise ValueError(f"no MLflow runs in {where} at {tracking_uri!r}")
-    return str(runs[0].info.run_id)
-
-
-def finished_run_id(*, tracking_uri: str, experiment: str, key: str) -> str | None:
-    """The id of the FINISHED run tagged with run key `key` in `experiment`, else None (also
-    when the tracking store or the experiment does not exist, or cannot be read)."""
-    from mlflow.tracking import MlflowClient
-
-    path = _sqlite_path(tracking_uri)
-    if path is not None and not path.is_file():
-        return None  # never create a database just to look
-    try:
-        client = MlflowClient(tracking_uri=tracking_uri)
-        found = client.get_experiment_by_name(experiment)
-        run = _find_run(client, str(found.experiment_id), key) if found is not None else None
-    except Exception:  # any backend failure: not known to be logged
-        return None
-    if run is None or run.info.status != "FINISHED":
-        return None
-    return str(run.info.run_id)

@@ -15,16 +15,15 @@ un-resized noise (attenuation 1).
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from certseg.errors import ModelFileError, NonFiniteOutputError, loader_reason
+from certseg.denoise.tiles import TilePlan, mirror_indices, plan_tiles
+from certseg.errors import NonFiniteOutputError
 from certseg.noise import (
     DENOISE_MODES,
     TIMESTEP_RULES,
@@ -39,98 +38,6 @@ if TYPE_CHECKING:
     import torch
 
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
-
-WINDOW_FLOOR = 0.05
-"""The blend window's least weight (relative to its peak 1): a tile's edge pixels keep some
-weight, so every covered pixel has a positive total weight."""
-
-
-def blend_window(length: int) -> np.ndarray:
-    """(length,) float64 1-D blend window: max(sin²(π(i + ½)/length), WINDOW_FLOOR), i.e. a Hann
-    window sampled at pixel centres (symmetric, peak ≈ 1 in the middle), floored at the edges.
-    A tile's 2-D window is the outer product of its two axes' windows."""
-    if length < 1:
-        raise ValueError(f"window length must be >= 1, got {length}")
-    centres = (np.arange(length, dtype=np.float64) + 0.5) / length
-    window: np.ndarray = np.maximum(np.sin(np.pi * centres) ** 2, WINDOW_FLOOR)
-    return window
-
-
-def tile_starts(length: int, tile: int, overlap: float) -> tuple[int, ...]:
-    """Start offsets of the tiles along one axis of `length` pixels, tiles of `tile` pixels.
-
-    length ≤ tile: one tile at 0 (the axis is padded to `tile` when shorter, see `plan_tiles`).
-    Otherwise the fewest tiles whose neighbours overlap by at least o = min(round(overlap·tile),
-    tile − 1) pixels, spread evenly: count = ceil((length − tile)/(tile − o)) + 1, start_i =
-    round(i·(length − tile)/(count − 1)); the first starts at 0, the last ends at `length`.
-    """
-    if length < 1 or tile < 1:
-        raise ValueError(f"length and tile must be >= 1, got length={length}, tile={tile}")
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be a fraction of the tile in [0, 1), got {overlap}")
-    if length <= tile:
-        return (0,)
-    step = tile - min(round(overlap * tile), tile - 1)
-    count = math.ceil((length - tile) / step) + 1
-    return tuple(int(v) for v in np.rint(np.linspace(0, length - tile, count)))
-
-
-@dataclass(frozen=True)
-class TilePlan:
-    """Where the tiles of one image size go and how they are blended.
-
-    image_hw: the image's (H, W). padded_hw: (max(H, th), max(W, tw)) — an axis shorter than the
-    tile is extended by mirror reflection to the tile's length and cropped back after denoising.
-    tile_hw: (th, tw). origins: (top, left) of each tile in the padded image, row-major.
-    weights: (len(origins), th, tw) float64, each tile's window divided by the sum of all placed
-    windows at that pixel: at every pixel of the padded image the weights of the tiles covering it
-    are > 0 and sum to one (up to float rounding; exactly 1.0 where one tile covers a pixel).
-    """
-
-    image_hw: tuple[int, int]
-    padded_hw: tuple[int, int]
-    tile_hw: tuple[int, int]
-    origins: tuple[tuple[int, int], ...]
-    weights: np.ndarray
-
-    def blend(self, tiles: np.ndarray) -> np.ndarray:
-        """Σ_k weights[k]·tiles[k] placed at origins[k]: (K, ..., th, tw) → (..., *padded_hw)."""
-        th, tw = self.tile_hw
-        out = np.zeros((*tiles.shape[1:-2], *self.padded_hw), dtype=np.float64)
-        for (top, left), weight, tile in zip(self.origins, self.weights, tiles, strict=True):
-            out[..., top : top + th, left : left + tw] += weight * tile
-        return out
-
-
-def plan_tiles(image_hw: Sequence[int], tile_hw: Sequence[int], overlap: float) -> TilePlan:
-    """The TilePlan of an image of size image_hw in tiles of tile_hw overlapping by `overlap`
-    (a fraction of the tile side, in [0, 1); see `tile_starts`). Every pixel is covered."""
-    h, w = (int(v) for v in image_hw)
-    th, tw = (int(v) for v in tile_hw)
-    if min(h, w, th, tw) < 1:
-        raise ValueError(f"image and tile sizes must be >= 1, got {image_hw!r} and {tile_hw!r}")
-    padded = (max(h, th), max(w, tw))
-    tops = tile_starts(padded[0], th, overlap)
-    lefts = tile_starts(padded[1], tw, overlap)
-    origins = tuple((top, left) for top in tops for left in lefts)
-    window = np.outer(blend_window(th), blend_window(tw))
-    total = np.zeros(padded, dtype=np.float64)
-    for top, left in origins:
-        total[top : top + th, left : left + tw] += window
-    weights = np.stack([window / total[top : top + th, left : left + tw] for top, left in origins])
-    return TilePlan((h, w), padded, (th, tw), origins, weights)
-
-
-def mirror_indices(length: int, padded: int) -> np.ndarray:
-    """(padded,) indices into an axis of `length` pixels that extend it by mirror reflection
-    (edge pixel not repeated: 0 1 2 1 0 1 2 …; a 1-pixel axis repeats it)."""
-    if length < 1 or padded < length:
-        raise ValueError(f"need 1 <= length <= padded, got length={length}, padded={padded}")
-    if length == 1:
-        return np.zeros(padded, dtype=np.int64)
-    period = 2 * (length - 1)
-    index = np.arange(padded) % period
-    return np.where(index < length, index, period - index).astype(np.int64)
 
 
 def ddim_timesteps(t_star: int, num_steps: int) -> list[int]:
@@ -404,120 +311,3 @@ class DiffusionDenoiser:
         return x0[..., :h, :w]
 
     __call__ = denoise
-
-
-SCHEDULER_CLASSES: tuple[str, ...] = ("DDPMScheduler", "DDIMScheduler")
-"""diffusers schedulers a denoiser folder may name: discrete variance-preserving schedules whose
-`alphas_cumprod` (T,) the σ → timestep rule reads (x_t = sqrt(ᾱ_t)·x₀ + sqrt(1 − ᾱ_t)·ε)."""
-
-
-def _load_scheduler(folder: Path) -> Any:
-    """The scheduler of a diffusers folder: a class of SCHEDULER_CLASSES built from
-    scheduler_config.json (plain JSON), with a decreasing alphas_cumprod in (0, 1]."""
-    import diffusers
-
-    config_file = folder / "scheduler_config.json"
-    if not config_file.is_file():
-        raise ModelFileError(f"scheduler folder {folder} has no scheduler_config.json")
-    try:
-        payload = json.loads(config_file.read_text())
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ModelFileError(f"{config_file} is not JSON ({error})") from error
-    class_name = payload.get("_class_name", "DDPMScheduler") if isinstance(payload, dict) else None
-    if class_name not in SCHEDULER_CLASSES:
-        raise ModelFileError(
-            f"{config_file}: scheduler class {class_name!r} is not supported; expected one of "
-            f"{SCHEDULER_CLASSES} (a discrete noise schedule with alphas_cumprod)"
-        )
-    scheduler_class = getattr(diffusers, class_name)
-    try:
-        scheduler = scheduler_class.from_pretrained(str(folder), local_files_only=True)
-    except Exception as error:
-        raise ModelFileError(f"{config_file}: cannot build {class_name} ({error})") from error
-    alphas = np.asarray(scheduler.alphas_cumprod, dtype=np.float64)
-    if (
-        alphas.ndim != 1
-        or alphas.size < 2
-        or not np.all(np.isfinite(alphas))
-        or alphas.min() <= 0
-        or alphas.max() > 1
-        or np.any(np.diff(alphas) > 0)
-    ):
-        raise ModelFileError(
-            f"{config_file}: {class_name} gives an alphas_cumprod that is not a decreasing "
-            "schedule in (0, 1]"
-        )
-    return scheduler
-
-
-_UNET_WEIGHTS: tuple[tuple[str, bool], ...] = (
-    ("diffusion_pytorch_model.safetensors", True),
-    ("diffusion_pytorch_model.safetensors.index.json", True),
-    ("diffusion_pytorch_model.bin", False),
-    ("diffusion_pytorch_model.bin.index.json", False),
-)
-"""UNet weight files in order of preference, with whether they are safetensors."""
-
-
-def _load_unet(folder: Path) -> Any:
-    """The diffusers UNet2DModel of `folder` (config.json + weights; safetensors preferred, a
-    .bin read with weights_only=True only). ModelFileError naming the file on any failure."""
-    from diffusers import UNet2DModel
-
-    if not (folder / "config.json").is_file():
-        raise ModelFileError(f"denoiser UNet folder {folder} has no config.json")
-    found = [(name, safe) for name, safe in _UNET_WEIGHTS if (folder / name).is_file()]
-    if not found:
-        raise ModelFileError(
-            f"denoiser UNet weights not found: expected {folder / _UNET_WEIGHTS[0][0]} "
-            "(or a diffusion_pytorch_model.bin of tensors only)"
-        )
-    name, safe = found[0]
-    try:
-        return UNet2DModel.from_pretrained(  # type: ignore[no-untyped-call]
-            str(folder), local_files_only=True, low_cpu_mem_usage=False, use_safetensors=safe
-        )
-    except Exception as error:
-        raise ModelFileError(
-            f"denoiser UNet weights {folder / name} do not load ({loader_reason(error)}); "
-            "expected diffusers "
-            "UNet2DModel weights (safetensors, or a .bin that torch.load(weights_only=True) "
-            "accepts)"
-        ) from error
-
-
-def load_denoiser(
-    path: str | Path,
-    *,
-    device: str | torch.device = "cpu",
-    adm_options: Mapping[str, Any] | None = None,
-    **options: Any,
-) -> DiffusionDenoiser:
-    """Load a DiffusionDenoiser from local files; nothing is downloaded.
-
-    path: a diffusers folder with `unet/` (UNet2DModel: config.json and safetensors weights, or
-    a .bin read with weights_only=True) and `scheduler/` (scheduler_config.json naming one of
-    SCHEDULER_CLASSES) subfolders, or a single OpenAI guided-diffusion (ADM) `.pt` checkpoint
-    (converted by certseg.adm; `adm_options` are passed to `certseg.adm.load_adm_checkpoint`,
-    e.g. {"flags": ADMFlags(...)}; default: the 256×256 unconditional preset). options:
-    DiffusionDenoiser keyword arguments (resolution, timestep_rule, num_steps, mode,
-    tile_overlap, autocast_dtype). The files are data: nothing in them is run. ModelFileError
-    (a ValueError) names the file when one is missing or does not load.
-    """
-    source = Path(path)
-    if source.is_file():
-        if source.suffix not in (".pt", ".pth"):
-            raise ModelFileError(f"denoiser file {source} must be an ADM .pt/.pth checkpoint")
-        from certseg.adm import load_adm_checkpoint
-
-        unet, scheduler = load_adm_checkpoint(source, **dict(adm_options or {}))
-    elif source.is_dir():
-        for sub in ("unet", "scheduler"):
-            if not (source / sub).is_dir():
-                raise ModelFileError(f"denoiser folder {source} has no {sub}/ subfolder")
-        scheduler = _load_scheduler(source / "scheduler")
-        unet = _load_unet(source / "unet")
-    else:
-        raise ModelFileError(f"denoiser path {source} does not exist")
-    unet = unet.to(device).eval()
-    return DiffusionDenoiser(unet, scheduler, path=source, **options)
