@@ -9,7 +9,7 @@ from certseg.storage.layout import (
     StoreTemplate,
     sigma_key,
 )
-from certseg.storage.ownership import LockPolicy
+from certseg.storage.lock import LockPolicy
 from certseg.storage.store import (
     SampleStore,
     StoreError,

@@ -27,18 +27,13 @@ from certseg.storage.layout import (
     StoreTemplate,
     sigma_key,
 )
+from certseg.storage.location import LocalLocation, StoreLocation, store_location
+from certseg.storage.lock import CreationLock, LockPolicy, LockWaitError, LockWatcher
 from certseg.storage.ownership import (
-    CreationLock,
-    LocalLocation,
-    LockPolicy,
-    LockWaitError,
-    LockWatcher,
-    StoreLocation,
     StoreState,
     describe_entries,
     is_lock_name,
     read_store_state,
-    store_location,
 )
 
 

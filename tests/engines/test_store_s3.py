@@ -148,7 +148,8 @@ def test_foreign_prefix_refused_and_lock_exclusive_on_s3(s3_server: S3Server) ->
     from concurrent.futures import ThreadPoolExecutor
 
     from certseg.storage import LockPolicy, StoreError
-    from certseg.storage.ownership import CreationLock, store_location
+    from certseg.storage.location import store_location
+    from certseg.storage.lock import CreationLock
 
     fs = _s3fs(s3_server)
     options = s3_server.storage_options
