@@ -29,6 +29,9 @@ from certseg.storage.location import StoreLocation
 LOCK_PREFIX = "certseg-lock."
 _LOCK_NAME = re.compile(r"^certseg-lock\.(\d+)\.json(\.tmp)?$")
 
+_ZARR_TEMP = re.compile(r"^[^/]*\.[0-9a-f]{32}\.partial$")
+"""zarr's atomic-write temp file (LocalStore: `path.with_suffix(".<uuid hex>.partial")`)."""
+
 StoreKind = Literal["absent", "empty", "file", "foreign", "certseg"]
 
 
@@ -235,9 +238,11 @@ def read_store_state(location: StoreLocation) -> StoreState:
             entries=entries,
             locks=tuple(locks),
         )
-    if locks and not entries:
+    if locks and all(_ZARR_TEMP.match(name) for name in entries):
         # a creation under way, or killed before it wrote zarr.json (the first object a creator
-        # writes, and the last one `clear` removes): the lock names the config
+        # writes, and the last one `clear` removes): the lock names the config. zarr writes each
+        # object through a temp file `<stem>.<32 hex>.partial` renamed into place, so a waiter
+        # listing the folder while the lock holder writes zarr.json can see that temp file.
         config_id = next((lock.config_id for lock in reversed(locks) if lock.config_id), None)
         return StoreState("certseg", config_id=config_id, locks=tuple(locks))
     return StoreState(
