@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.certify_cli import certify_cli
 from bench.frames import DENOISER, SEGMENTER
-
-CERTSEG = Path(sys.executable).with_name("certseg")
 
 
 def config(images: int, n: int, shards: int) -> dict[str, Any]:
@@ -55,34 +51,7 @@ def certify(work: Path, data: dict[str, Any], name: str) -> float:
 
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(work / "prefect"),
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    began = time.perf_counter()
-    subprocess.run(
-        [
-            str(CERTSEG),
-            "certify",
-            str(path),
-            "--store",
-            str(work / f"{name}.zarr"),
-            "--tracking-uri",
-            f"sqlite:///{work / 'mlruns.db'}",
-            "--out",
-            str(work / f"{name}-results"),
-            "--quiet",
-        ],
-        check=True,
-        env=env,
-        cwd=work,
-        stdout=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - began
+    return certify_cli(path, work, name)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ The CLI is the face above the flows: certify and recertify call the Prefect flow
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,30 +63,29 @@ def _run_certify(
     title: str,
     verbose: bool = False,
     started_ms: int | None = None,
-    finished_checked: bool = False,
+    before_flow: Callable[[], None] | None = None,
 ) -> None:
-    """Run the certify-dataset flow with a progress bar and print its table (a run that finished
-    before is read instead, unless the caller already looked: finished_checked). started_ms:
-    when the command began (Unix ms), the MLflow run's start_time (default: now)."""
+    """Run the certify-dataset flow with a progress bar and print its table; a run that finished
+    before is read and printed instead (`_finished_before`), with nothing else run. before_flow:
+    called before Prefect starts (certify's preflight). started_ms: when the command began (Unix
+    ms), the MLflow run's start_time (default: now)."""
     started_ms = started_ms if started_ms is not None else int(time.time() * 1000)
     set_env_defaults()
-    found = (
-        None
-        if finished_checked
-        else _finished_before(
-            config_path,
-            base_dir=base_dir,
-            store=store,
-            tracking_uri=tracking_uri,
-            shards=shards,
-            out=out,
-            skip_invalid=skip_invalid,
-            track=track,
-        )
+    found = _finished_before(
+        config_path,
+        base_dir=base_dir,
+        store=store,
+        tracking_uri=tracking_uri,
+        shards=shards,
+        out=out,
+        skip_invalid=skip_invalid,
+        track=track,
     )
     if found is not None:
         _print_outcome(found, title, quiet)
         return
+    if before_flow is not None:
+        before_flow()
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -236,23 +236,6 @@ def certify(
     line within seconds, with nothing written. A run that finished before is read, not redone
     (certseg.run.finished): its table in seconds."""
     started_ms = int(time.time() * 1000)  # the MLflow run spans the whole command
-    set_env_defaults()
-    found = _finished_before(
-        config,
-        base_dir=None,
-        store=store,
-        tracking_uri=tracking_uri,
-        shards=shards,
-        out=out,
-        skip_invalid=skip_invalid,
-        track=track,
-    )
-    if found is not None:  # nothing to check or do: the same run finished before
-        _print_outcome(found, f"certseg certify {config}", quiet)
-        return
-    preflight(
-        config, echo=False, verbose=verbose, skip_invalid=skip_invalid, store=store, track=track
-    )
     _run_certify(
         config,
         base_dir=None,
@@ -267,7 +250,9 @@ def certify(
         title=f"certseg certify {config}",
         verbose=verbose,
         started_ms=started_ms,
-        finished_checked=True,
+        before_flow=lambda: preflight(
+            config, echo=False, verbose=verbose, skip_invalid=skip_invalid, store=store, track=track
+        ),
     )
 
 

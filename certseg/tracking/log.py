@@ -36,6 +36,7 @@ METRICS: tuple[str, ...] = (
     "clean_accuracy",
     "clean_miou",
     "samples_per_second",
+    "samples_per_image",
 )
 """Row keys logged as metrics, each as `<metric>/sigma_<σ>/<variant>`."""
 
