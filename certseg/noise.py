@@ -1,10 +1,10 @@
 """Noise units, keyed Gaussian noise, resize attenuation and the σ → diffusion-timestep rule.
 
-Conventions (METHOD.md §1–2, §4): images live in [0, 1] units and σ is in those units. A diffusion
-model works in [−1, 1] units, where the same noise has std s = 2σ. Resizing to the denoiser's
-resolution scales the per-pixel noise std by a factor `a` (see `resize_attenuation`), so the
-denoiser sees s_eff = 2σ·a. The timestep math is numpy only; torch is imported inside the functions
-that draw noise or apply a resize.
+Conventions (docs/method.md §1–2, §4): images live in [0, 1] units and σ is in those units. A
+diffusion model works in [−1, 1] units, where the same noise has std s = 2σ. Resizing to the
+denoiser's resolution scales the per-pixel noise std by a factor `a` (see `resize_attenuation`),
+so the denoiser sees s_eff = 2σ·a. The timestep math is numpy only; torch is imported inside the
+functions that draw noise or apply a resize.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def timestep_for_sigma(
     alphas_cumprod: (T,) ᾱ_t of the scheduler, non-increasing. attenuation: the std factor `a` of
     any resize between the noise and the denoiser (1.0 for none).
 
-    rule "matched" (default, METHOD.md §2.3): the smallest t with sqrt((1 − ᾱ_t)/ᾱ_t) ≥ 2σ·a
+    rule "matched" (default, docs/method.md §2.3): the smallest t with sqrt((1 − ᾱ_t)/ᾱ_t) ≥ 2σ·a
     (x_t = sqrt(ᾱ_t)·y then carries noise std sqrt(1 − ᾱ_t)·(2σa)/sqrt(ᾱ_t) ≤ sqrt(1 − ᾱ_t)).
     rule "laousy2023": argmin_t |ᾱ_t − 1/(1 + σ²)| (the published paper code: no factor 2, no
     attenuation), kept to reproduce the paper.

@@ -84,7 +84,7 @@ class SmoothedSegmenter:
         tau: float,
         correction: Correction = "holm",
     ) -> CertificationResult:
-        """Certify every pixel of one image (METHOD.md §3).
+        """Certify every pixel of one image (docs/method.md §3).
 
         image: (3, H, W) float32 in [0, 1] units. n0 selection samples (phase "selection") pick the
         candidate label per pixel; n fresh estimation samples (phase "estimation") count agreement;

@@ -1,16 +1,7 @@
 """A diffusion denoiser for denoised smoothing: diffusers UNet + scheduler, one-shot or k-step DDIM.
 
-METHOD.md §2: the input x̃ is in [0, 1] units with Gaussian noise of std σ already added (never
-clipped). y = 2x̃ − 1 carries noise std 2σ; an optional resize to the denoiser's resolution scales
-it by the resize's attenuation a; t* is the smallest t with sqrt((1 − ᾱ_t)/ᾱ_t) ≥ 2σa (or the
-"laousy2023" rule); x_t = sqrt(ᾱ_t*)·y (no noise is added); one-shot x̂₀ from the model's output
-(epsilon / v_prediction / sample; 2C-channel learned-variance outputs keep the first C), clipped to
-[−1, 1], resized back and mapped to [0, 1].
-
-mode "tiled" (instead of "resize"): no resize at all; the image is denoised at its own resolution
-in overlapping tiles of the UNet's size (`plan_tiles`), each tile's x̂₀ (and, between DDIM steps,
-ε̂) blended with a fixed window whose weights sum to one at every pixel; t* is matched to the
-un-resized noise (attenuation 1).
+How the noisy input becomes x̂₀ (units, t*, one-shot, DDIM, resize or tiles) is stated once,
+in `core`'s docstring, after docs/method.md §2.
 
 The package, one job per module: `core` (`DiffusionDenoiser`: σ → t*, x̂₀ per prediction type,
 DDIM, resize or tiled), `tiles` (the tiled mode's tile plan and blend window), `load`

@@ -1,6 +1,6 @@
 """A diffusion denoiser for denoised smoothing: diffusers UNet + scheduler, one-shot or k-step DDIM.
 
-METHOD.md §2: the input x̃ is in [0, 1] units with Gaussian noise of std σ already added (never
+docs/method.md §2: the input x̃ is in [0, 1] units with Gaussian noise of std σ already added (never
 clipped). y = 2x̃ − 1 carries noise std 2σ; an optional resize to the denoiser's resolution scales
 it by the resize's attenuation a; t* is the smallest t with sqrt((1 − ᾱ_t)/ᾱ_t) ≥ 2σa (or the
 "laousy2023" rule); x_t = sqrt(ᾱ_t*)·y (no noise is added); one-shot x̂₀ from the model's output

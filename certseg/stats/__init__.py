@@ -1,6 +1,6 @@
 """Certification statistics (pure numpy/scipy): votes → counts → certified labels, radii, metrics.
 
-No torch, no files, no randomness. The method, units and conventions: METHOD.md §3-4.
+No torch, no files, no randomness. The method, units and conventions: docs/method.md §3-4.
 """
 
 from __future__ import annotations
