@@ -112,12 +112,12 @@ def test_store_of_another_config_names_the_differing_settings(tmp_path: Path) ->
 def test_certify_runs_the_preflight_before_the_flow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import certseg.cli.run
+    import certseg.flows.certify_dataset as flow_module
 
     def flow_started(*args: object, **kwargs: object) -> None:
         raise AssertionError("the flow started before the preflight failed")
 
-    monkeypatch.setattr(certseg.cli.run, "_run_certify", flow_started)
+    monkeypatch.setattr(flow_module, "certify_dataset", flow_started)
     config, data = tiny_config(tmp_path)
     data["segmenters"]["clean"]["path"] = str(write_traced_fixed_size(tmp_path / "f.pt"))
     write_config(config, data)
