@@ -158,15 +158,21 @@ class ModuleFamily:
                 'SegmenterSpec.options["module"] must be a torch nn.Module (given from Python); '
                 'a YAML config uses family "python" with options.factory instead'
             )
-        if spec.path is not None:
-            module.load_state_dict(load_state_dict_file(spec.require_path()), strict=True)
-        return _wrap(
-            spec,
-            module,
-            found_classes=None,
-            default_normalization=None,
-            output_key=str(spec.options.get("output_key", "out")),
-        )
+        return _python_module(spec, module)
+
+
+def _python_module(spec: SegmenterSpec, module: Any) -> Segmenter:
+    """An nn.Module built in Python (the module and python families): spec.path's state dict
+    loaded strictly when given (a safetensors or plain tensor file, never code), then wrapped."""
+    if spec.path is not None:
+        module.load_state_dict(load_state_dict_file(spec.require_path()), strict=True)
+    return _wrap(
+        spec,
+        module,
+        found_classes=None,
+        default_normalization=None,
+        output_key=str(spec.options.get("output_key", "out")),
+    )
 
 
 def import_factory(factory: str) -> Any:
@@ -220,15 +226,7 @@ class PythonFamily:
                 f"options.factory {factory!r} returned a {type(module).__name__}; expected a "
                 "torch nn.Module"
             )
-        if spec.path is not None:
-            module.load_state_dict(load_state_dict_file(spec.require_path()), strict=True)
-        return _wrap(
-            spec,
-            module,
-            found_classes=None,
-            default_normalization=None,
-            output_key=str(spec.options.get("output_key", "out")),
-        )
+        return _python_module(spec, module)
 
 
 class TorchScriptFamily:
