@@ -25,7 +25,7 @@ from certseg.aggregate.summary import (
 from certseg.certificates import certify_stored_image, check_sequential_params
 from certseg.config import CertifyParams
 from certseg.redact import check_unredacted, redact_url
-from certseg.storage import SampleStore, sigma_key
+from certseg.storage import SampleStore
 
 
 def _certify_partition(
@@ -154,33 +154,9 @@ def aggregate_store(
 
 
 def _check_complete(store: SampleStore, sigmas: Sequence[float], variants: Sequence[str]) -> None:
-    group_of = {v: g for g, names in store.groups.items() for v in names}
-    for sigma in sigmas:
-        for group in {group_of[v] for v in variants}:
-            for phase in ("selection", "estimation"):
-                for image in range(store.num_images):
-                    if not store.done_blocks(sigma, group, phase, image).all():
-                        raise ValueError(
-                            f"store {redact_url(store.url)!r} is not completely sampled: image "
-                            f"{store.image_ids[image]!r}, {sigma_key(sigma)}, group {group!r}, "
-                            f"phase {phase!r}; run certify (it resumes) first"
-                        )
-        for variant in variants if store.looks else ():
-            for image in range(store.num_images):
-                if store.read_stop(sigma, variant, image) < 0:
-                    raise ValueError(
-                        f"store {redact_url(store.url)!r} is not completely sampled: image "
-                        f"{store.image_ids[image]!r}, {sigma_key(sigma)}, variant {variant!r} "
-                        "has no stopping look yet; run certify (it resumes) first"
-                    )
-        for segmenter in {store.segmenter_of(v, sigma) for v in variants}:
-            for image in range(store.num_images):
-                if not store.clean_done(segmenter, image):
-                    raise ValueError(
-                        f"store {redact_url(store.url)!r} lacks the clean prediction of "
-                        f"{segmenter!r} for image {store.image_ids[image]!r}; run certify (it "
-                        "resumes) first"
-                    )
+    missing = store.first_missing(sigmas, variants)
+    if missing is not None:
+        raise ValueError(f"{missing}; run certify (it resumes) first")
 
 
 @contextlib.contextmanager

@@ -39,30 +39,13 @@ class FinishedRun:
     blocks: int
 
 
-def store_complete(store: SampleStore, ctx: RunContext) -> int | None:
-    """The number of sample blocks when every block of every (σ, group, phase, image) is flagged
-    done (or, in a sequential store, not needed), every stopping look is recorded (sequential
-    stores) and every clean prediction is stored; None otherwise."""
-    config = ctx.config
-    blocks = 0
-    for sigma in config.sigmas:
-        for group in config.denoiser_groups():
-            for phase in PHASES_STORED:
-                for image in range(store.num_images):
-                    done = store.done_blocks(sigma, group, phase, image)
-                    if not done.all():
-                        return None
-                    blocks += int(done.size)
-    for sigma in config.sigmas if store.looks else ():
-        for variant in store.variants:
-            for image in range(store.num_images):
-                if store.read_stop(sigma, variant, image) < 0:
-                    return None
-    for segmenter in config.used_segmenters():
-        for image in range(store.num_images):
-            if not store.clean_done(segmenter, image):
-                return None
-    return blocks
+def store_complete(store: SampleStore) -> int | None:
+    """The number of sample blocks when the store is completely sampled
+    (`SampleStore.first_missing`), else None."""
+    if store.first_missing(store.sigmas, store.variants) is not None:
+        return None
+    per_image = sum(len(store.blocks(phase)) for phase in PHASES_STORED)
+    return len(store.sigmas) * len(store.groups) * store.num_images * per_image
 
 
 def finished_run(ctx: RunContext) -> FinishedRun | None:
@@ -87,7 +70,7 @@ def finished_run(ctx: RunContext) -> FinishedRun | None:
         )
     except (ValueError, OSError, KeyError):
         return None
-    blocks = store_complete(store, ctx)
+    blocks = store_complete(store)
     if blocks is None:
         return None
     try:

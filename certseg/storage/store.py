@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -554,6 +554,40 @@ class SampleStore:
         full[:h, :w] = prediction
         array[image] = full
         self._array(f"done/clean/{segmenter}")[image] = 1
+
+    def first_missing(self, sigmas: Sequence[float], variants: Sequence[str]) -> str | None:
+        """What the first unfinished piece of sampling for these σ and variants is, in words
+        ("store '...' is not completely sampled: image ..., phase ..."), or None when every
+        sample block of their denoiser groups is done (or not needed), every stopping look of a
+        sequential store is recorded and every clean prediction is stored."""
+        url = redact_url(self.url)
+        group_of = {v: g for g, names in self.groups.items() for v in names}
+        for sigma in sigmas:
+            for group in {group_of[v] for v in variants}:
+                for phase in PHASES_STORED:
+                    for image in range(self.num_images):
+                        if not self.done_blocks(sigma, group, phase, image).all():
+                            return (
+                                f"store {url!r} is not completely sampled: image "
+                                f"{self.image_ids[image]!r}, {sigma_key(sigma)}, group "
+                                f"{group!r}, phase {phase!r}"
+                            )
+            for variant in variants if self.looks else ():
+                for image in range(self.num_images):
+                    if self.read_stop(sigma, variant, image) < 0:
+                        return (
+                            f"store {url!r} is not completely sampled: image "
+                            f"{self.image_ids[image]!r}, {sigma_key(sigma)}, variant "
+                            f"{variant!r} has no stopping look yet"
+                        )
+            for segmenter in {self.segmenter_of(v, sigma) for v in variants}:
+                for image in range(self.num_images):
+                    if not self.clean_done(segmenter, image):
+                        return (
+                            f"store {url!r} lacks the clean prediction of {segmenter!r} for "
+                            f"image {self.image_ids[image]!r}"
+                        )
+        return None
 
     def clean_done(self, segmenter: str, image: int) -> bool:
         """Whether the clean prediction of an image is stored."""

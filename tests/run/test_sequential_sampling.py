@@ -278,9 +278,9 @@ def test_an_unfinished_sequential_store_is_not_aggregated(models_dir: Path, tmp_
     prepare_store(ctx, models)
     sample_shard(ctx, Shard(0, 0, 4), models=models, sampler=CountingSampler())
     store = SampleStore.open(ctx.store_url)
-    assert store_complete(store, ctx) is not None
+    assert store_complete(store) is not None
     store.group["stop/sigma_0.25/clean"][1] = -1  # killed after the last block, before its stop
-    assert store_complete(store, ctx) is None  # so a re-run samples (recounts), not re-reads
+    assert store_complete(store) is None  # so a re-run samples (recounts), not re-reads
     with pytest.raises(ValueError, match="no stopping look yet"):
         aggregate_store(ctx.store_url, _params(ctx))
 
